@@ -1,0 +1,3 @@
+from ccbalancer.cli import main
+
+raise SystemExit(main())

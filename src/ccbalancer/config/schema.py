@@ -1,0 +1,228 @@
+"""The config schema: immutable pydantic models, unknown keys rejected.
+
+A ``Config`` is a snapshot: it is never mutated, a reload builds a new one and swaps it whole.
+Route lookup (exact key first, then case-insensitive ``*`` globs in file order) lives here
+because it is a pure function of the snapshot.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_UNHEALTHY_CODES = (
+    401, 402, 403, 404, 408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529,
+)  # fmt: skip
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProviderConfig(_Frozen):
+    name: str = Field(min_length=1)
+    type: Literal["anthropic", "openai"]
+    base_url: str
+    auth_type: Literal["api_key", "auth_token"] = "api_key"
+    auth_value: str = ""
+    proxy: str | None = None
+    enabled: bool = True
+    weight: float = Field(default=1.0, gt=0)
+    max_concurrency: int = Field(default=0, ge=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not re.match(r"^(https?|socks4|socks5h?)://[^/\s]+", value):
+            raise ValueError("must be an http://, https://, socks4:// or socks5:// URL")
+        return value
+
+    @property
+    def passthrough_auth(self) -> bool:
+        return self.auth_value == "passthrough"
+
+
+class RouteEntry(_Frozen):
+    provider: str
+    model: str = "passthrough"
+    priority: int = 1
+
+
+class TimeoutPhase(_Frozen):
+    connect_timeout: float = Field(default=30, gt=0)
+    read_timeout: float = Field(default=120, gt=0)
+    pool_timeout: float = Field(default=30, gt=0)
+
+
+class CachingTimeouts(_Frozen):
+    deduplication_timeout: float = Field(default=180, gt=0)
+
+
+class Timeouts(_Frozen):
+    streaming: TimeoutPhase = TimeoutPhase()
+    non_streaming: TimeoutPhase = TimeoutPhase()
+    first_event_timeout: float = Field(default=60, gt=0)
+    caching: CachingTimeouts = CachingTimeouts()
+
+
+class Deduplication(_Frozen):
+    enabled: bool = True
+    include_max_tokens_in_signature: bool = False
+    sse_error_cleanup_delay: float = Field(default=3, ge=0)
+    # ccbalancer additions
+    orphan_grace: float = Field(default=10, ge=0)  # upstream kept this long after all clients left
+    max_stream_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # per in-flight event log
+
+
+class Cache(_Frozen):
+    ttl: float = Field(default=120, ge=0)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+
+
+class Auth(_Frozen):
+    enabled: bool = False
+    api_key: str | list[str] = ""
+    exempt_paths: tuple[str, ...] = ("/health",)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        keys = [self.api_key] if isinstance(self.api_key, str) else list(self.api_key)
+        return tuple(k for k in keys if k)
+
+    @model_validator(mode="after")
+    def _key_when_enabled(self) -> Auth:
+        if self.enabled and not self.keys:
+            raise ValueError("auth.enabled is true but auth.api_key is empty")
+        return self
+
+
+class Redis(_Frozen):
+    url: str = ""
+
+
+class History(_Frozen):
+    path: str = "logs/history.sqlite3"
+    retention_days: float = Field(default=14, ge=0)
+    enabled: bool = True
+
+
+class Settings(_Frozen):
+    selection_strategy: Literal[
+        "priority", "round_robin", "weighted", "random", "least_latency"
+    ] = "priority"
+    failure_cooldown: float = Field(default=300, ge=0)
+    unhealthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_reset_on_success: bool = True
+    unhealthy_reset_timeout: float = Field(default=300, ge=0)
+    sticky_provider_duration: float = Field(default=300, ge=0)
+    unhealthy_http_codes: tuple[int, ...] = DEFAULT_UNHEALTHY_CODES
+    unhealthy_exception_patterns: tuple[str, ...] = ("connection", "timeout", "ssl", "network")
+    unhealthy_response_body_patterns: tuple[str, ...] = ()
+    timeouts: Timeouts = Timeouts()
+    deduplication: Deduplication = Deduplication()
+    cache: Cache = Cache()
+    auth: Auth = Auth()
+    admin_api_key: str = ""
+    redis: Redis = Redis()
+    history: History = History()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_file_path: str = "logs/ccbalancer.jsonl"
+    host: str = "127.0.0.1"
+    port: int = Field(default=9090, ge=0, le=65535)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_retry_after: float = Field(default=600, gt=0)  # cap on cooldown extension by retry-after
+    drain_timeout: float = Field(default=30, ge=0)
+    client_write_timeout: float = Field(default=60, gt=0)  # a client stalled this long is dropped
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("unhealthy_response_body_patterns")
+    @classmethod
+    def _regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
+        return value
+
+    @property
+    def admin_keys(self) -> tuple[str, ...]:
+        return (self.admin_api_key,) if self.admin_api_key else self.auth.keys
+
+    @cached_property
+    def body_patterns(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(re.compile(p, re.IGNORECASE) for p in self.unhealthy_response_body_patterns)
+
+
+class Config(_Frozen):
+    providers: tuple[ProviderConfig, ...] = Field(min_length=1)
+    model_routes: dict[str, tuple[RouteEntry, ...]] = Field(default_factory=dict)
+    settings: Settings = Settings()
+    source: str = Field(default="<memory>", exclude=True)
+
+    def reference_problems(self) -> list[tuple[str, str]]:
+        """(dotted key, reason) for names that do not resolve; empty when consistent."""
+        problems: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for i, provider in enumerate(self.providers):
+            if provider.name in seen:
+                problems.append((f"providers[{i}].name", f"duplicate name {provider.name!r}"))
+            seen.add(provider.name)
+        for pattern, entries in self.model_routes.items():
+            for j, entry in enumerate(entries):
+                if entry.provider not in seen:
+                    problems.append(
+                        (f"model_routes.{pattern}[{j}].provider",
+                         f"unknown provider {entry.provider!r}")
+                    )
+        return problems
+
+    @cached_property
+    def providers_by_name(self) -> dict[str, ProviderConfig]:
+        return {p.name: p for p in self.providers}
+
+    @cached_property
+    def _route_index(self) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        exact: dict[str, str] = {}
+        globs: list[tuple[str, str]] = []
+        for key in self.model_routes:
+            if "*" in key or "?" in key:
+                globs.append((key.lower(), key))
+            else:
+                exact[key.lower()] = key
+        return exact, globs
+
+    def route_for(self, model: str) -> tuple[str, tuple[RouteEntry, ...]] | None:
+        """The route key and its entries for ``model``: exact key, then globs in file order."""
+        exact, globs = self._route_index
+        lowered = model.lower()
+        if lowered in exact:
+            key = exact[lowered]
+            return key, self.model_routes[key]
+        for pattern, key in globs:
+            if fnmatch.fnmatchcase(lowered, pattern):
+                return key, self.model_routes[key]
+        return None
+
+    def models(self) -> list[str]:
+        """Model names the routes can serve (globs are listed as written)."""
+        return list(self.model_routes)

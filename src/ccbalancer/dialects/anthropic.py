@@ -1,0 +1,183 @@
+"""The Anthropic dialect: bytes pass through untouched.
+
+Requests keep every field the client sent (unknown ones included); only ``model`` may be mapped,
+``stream`` is forced on (DESIGN.md section 5) and our own ``provider`` field is removed. Response
+frames are forwarded exactly as received. A 200 that is not an event stream (a JSON error object
+or a whole Message from a relay that ignored ``stream``) is turned into events at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ccbalancer.dialects.headers import forwardable
+from ccbalancer.sse.event import Event, encode_event
+from ccbalancer.sse.parser import SSEParser
+
+# Thinking blocks that a converted OpenAI stream invented carry this signature prefix; an
+# Anthropic upstream would reject them (foreign signature), so they are dropped from history.
+SYNTHETIC_SIGNATURE_PREFIX = "ccbalancer-synthetic:"
+
+MAX_JSON_BODY = 16 * 1024 * 1024
+
+
+class AnthropicDialect:
+    kind = "anthropic"
+
+    def url(self, base_url: str, query: str) -> str:
+        return f"{base_url}/v1/messages?{query}" if query else f"{base_url}/v1/messages"
+
+    def body(self, request: dict[str, Any], upstream_model: str) -> bytes:
+        out = dict(request)
+        out.pop("provider", None)
+        out["model"] = upstream_model
+        out["stream"] = True
+        messages = out.get("messages")
+        if isinstance(messages, list) and _has_synthetic_thinking(messages):
+            out["messages"] = [_strip_synthetic(m) for m in messages]
+        return orjson.dumps(out)
+
+    def headers(
+        self, client_headers: dict[str, str], credential: str, auth_type: str
+    ) -> dict[str, str]:
+        headers = forwardable(client_headers)
+        headers["content-type"] = "application/json"
+        headers.setdefault("anthropic-version", "2023-06-01")
+        if credential:
+            if auth_type == "auth_token":
+                headers["authorization"] = f"Bearer {credential}"
+            else:
+                headers["x-api-key"] = credential
+        return headers
+
+    def decoder(self, client_model: str, content_type: str) -> AnthropicDecoder:
+        return AnthropicDecoder(content_type)
+
+    def error(self, status: int, body: bytes) -> tuple[str, str]:
+        return anthropic_error(status, body)
+
+
+class AnthropicDecoder:
+    __slots__ = ("_json", "_json_size", "_parser")
+
+    def __init__(self, content_type: str) -> None:
+        self._parser = SSEParser()
+        self._json: list[bytes] | None = None if "event-stream" in content_type else []
+        self._json_size = 0
+
+    def feed(self, chunk: bytes, received: float) -> list[Event]:
+        if self._json is None:
+            return self._parser.feed(chunk, received)
+        self._json_size += len(chunk)
+        if self._json_size > MAX_JSON_BODY:
+            raise ValueError("non-streaming upstream body too large")
+        self._json.append(chunk)
+        return []
+
+    def close(self) -> list[Event]:
+        if self._json is None:
+            if self._parser.pending:
+                raise ValueError("stream ended in the middle of an event")
+            return self._parser.close()
+        return message_to_events(b"".join(self._json))
+
+
+def message_to_events(body: bytes) -> list[Event]:
+    """A whole JSON answer -> events: an error object becomes an ``error`` event, a Message
+    becomes the stream that would have produced it. Anything else is a ``ValueError``."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ValueError("upstream answered 200 with a body that is neither SSE nor JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("upstream answered 200 with JSON that is not an object")
+    if value.get("type") == "error" or "error" in value:
+        error = value.get("error")
+        if not isinstance(error, dict):
+            error = {"type": "api_error", "message": str(error)[:200]}
+        return [encode_event("error", {"type": "error", "error": error})]
+    if value.get("type") != "message":
+        raise ValueError("upstream answered 200 with JSON that is not a Message")
+    content = value.get("content") or []
+    start = dict(value, content=[], stop_reason=None, stop_sequence=None)
+    usage = dict(value.get("usage") or {})
+    start["usage"] = dict(usage, output_tokens=0)
+    events = [encode_event("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(content):
+        events.append(
+            encode_event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": block},
+            )
+        )
+        events.append(encode_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+    delta = {"stop_reason": value.get("stop_reason"), "stop_sequence": value.get("stop_sequence")}
+    events.append(
+        encode_event(
+            "message_delta",
+            {"type": "message_delta", "delta": delta, "usage": {"output_tokens": usage.get("output_tokens", 0)}},
+        )
+    )
+    events.append(encode_event("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def anthropic_error(status: int, body: bytes) -> tuple[str, str]:
+    """(error type, message) from an Anthropic-style error body; tolerant of anything."""
+    from ccbalancer.errors import error_type_for_status
+
+    fallback_type = error_type_for_status(status)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:200].decode("utf-8", "replace").strip()
+        looks_html = text.lower().startswith(("<!doctype", "<html")) or "<html" in text.lower()
+        if looks_html or not text:
+            return fallback_type, f"HTTP {status} from upstream (non-JSON body)"
+        return fallback_type, text
+    if isinstance(value, dict):
+        error = value.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+            kind = error.get("type")
+            return (
+                str(kind) if isinstance(kind, str) and kind else fallback_type,
+                str(message)[:500] if message else f"HTTP {status} from upstream",
+            )
+        if isinstance(error, str):
+            return fallback_type, error[:500]
+        if isinstance(value.get("message"), str):
+            return fallback_type, value["message"][:500]
+    return fallback_type, f"HTTP {status} from upstream"
+
+
+def _has_synthetic_thinking(messages: list[Any]) -> bool:
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for block in content:
+                if (
+                    isinstance(block, dict)
+                    and block.get("type") == "thinking"
+                    and str(block.get("signature", "")).startswith(SYNTHETIC_SIGNATURE_PREFIX)
+                ):
+                    return True
+    return False
+
+
+def _strip_synthetic(message: Any) -> Any:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return message
+    kept = [
+        block
+        for block in content
+        if not (
+            isinstance(block, dict)
+            and block.get("type") == "thinking"
+            and str(block.get("signature", "")).startswith(SYNTHETIC_SIGNATURE_PREFIX)
+        )
+    ]
+    return dict(message, content=kept)

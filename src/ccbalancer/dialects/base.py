@@ -1,0 +1,49 @@
+"""The two small interfaces every provider format implements."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ccbalancer.sse.event import Event
+
+
+class StreamDecoder(Protocol):
+    """Upstream response bytes -> Anthropic events, incrementally.
+
+    ``feed`` returns the events completed by this chunk (never buffers a complete event);
+    ``close`` is called at EOF and returns any final events. Raises ``ValueError`` (for
+    example ``SSEError``) on bytes it cannot use. An upstream error frame becomes an Anthropic
+    ``error`` event; a stream cut short simply ends without ``message_delta`` — deciding that
+    it failed is the caller's job.
+    """
+
+    def feed(self, chunk: bytes, received: float) -> list[Event]: ...
+
+    def close(self) -> list[Event]: ...
+
+
+class Dialect(Protocol):
+    """How to talk to one kind of provider."""
+
+    kind: str
+
+    def url(self, base_url: str, query: str) -> str:
+        """The upstream URL for a Messages call (``query`` is the client's query string)."""
+        ...
+
+    def body(self, request: dict[str, Any], upstream_model: str) -> bytes:
+        """The upstream request body. ``request`` is the client's parsed body (never mutated);
+        ``upstream_model`` the model to ask for. The upstream call always streams."""
+        ...
+
+    def headers(self, client_headers: dict[str, str], credential: str, auth_type: str) -> dict[str, str]:
+        """Upstream request headers: forwarded client headers plus the credential."""
+        ...
+
+    def decoder(self, client_model: str, content_type: str) -> StreamDecoder:
+        """A fresh decoder for one response (``content_type`` of the 200 answer)."""
+        ...
+
+    def error(self, status: int, body: bytes) -> tuple[str, str]:
+        """(Anthropic error type, message) for an error response body. Never raises."""
+        ...

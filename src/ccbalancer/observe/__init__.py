@@ -1,0 +1,1 @@
+"""Observability: logs, metrics, request history. Called by others; calls none of them."""

@@ -1,0 +1,343 @@
+"""Candidates until one commits (DESIGN.md section 5, steps 4-7).
+
+The producer of a broadcast: it asks the planner for candidates, opens each upstream in turn
+and decodes its stream. Until the first ``content_block_start`` nothing is published
+(``message_start`` and ``ping`` are held), so any failure moves on to the next candidate
+invisibly. After the commit every event is appended to the broadcast as it is decoded; a
+failure then ends the stream with a proper ``event: error``. Health is released exactly once
+per acquired attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from ccbalancer.balance import Candidate, Planner
+from ccbalancer.config.schema import Config, ProviderConfig
+from ccbalancer.dialects.base import Dialect
+from ccbalancer.dialects.headers import returned
+from ccbalancer.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamStreamError,
+    UpstreamTimeout,
+)
+from ccbalancer.observe.record import Attempt
+from ccbalancer.proxy import respond
+from ccbalancer.proxy.job import Job, Outcome
+from ccbalancer.sharing.broadcast import Broadcast, Failure, Head
+from ccbalancer.sse.event import Event, encode_event
+from ccbalancer.upstream.client import UpstreamClient, UpstreamResponse
+from ccbalancer.upstream.health import HealthRegistry
+
+_MESSAGE_STOP = encode_event("message_stop", {"type": "message_stop"})
+
+
+class Attempts:
+    def __init__(
+        self,
+        client: UpstreamClient,
+        planner: Planner,
+        health: HealthRegistry,
+        dialects: dict[str, Dialect],
+        on_failover: Callable[[str, str], None] = lambda provider, reason: None,
+    ) -> None:
+        self.client = client
+        self.planner = planner
+        self.health = health
+        self.dialects = dialects
+        self.on_failover = on_failover
+
+    async def produce(self, job: Job, broadcast: Broadcast) -> None:
+        config = job.config
+        plan = self.planner.plan(config, job.model, job.session, job.forced)
+        if plan.route_key is None and not plan.candidates:
+            if job.forced and plan.skipped:
+                broadcast.fail(Failure(400, "invalid_request_error", f"unknown provider {job.forced!r}", False))
+            else:
+                broadcast.fail(
+                    Failure(404, "not_found_error", f"no route for model {job.model!r} in the balancer's config", False)
+                )
+            return
+        errors: list[UpstreamError] = []
+        skipped = [f"{name}: {why}" for name, why in plan.skipped]
+        for candidate in plan.candidates:
+            health = self.health.get(candidate.provider)
+            provider = config.providers_by_name[candidate.provider]
+            if not health.acquire(self.health.clock()):
+                skipped.append(f"{candidate.provider}: busy (half-open probe or full)")
+                continue
+            verdict: UpstreamError | None = None
+            neutral = True
+            try:
+                await self._attempt(job, candidate, provider, broadcast)
+                neutral = False
+            except UpstreamError as error:
+                verdict = error
+                neutral = not _counts(error, config)
+                if broadcast.head is not None:
+                    self._fail_committed(job, broadcast, error)
+                    self.planner.failed(plan.route_key, job.session, candidate.provider)
+                    return
+                if not _fails_over(error, provider):
+                    job.outcome.attempts.append(_attempt_record(candidate.provider, "client_error", error))
+                    broadcast.fail(respond.client_error_failure(error))
+                    return
+                job.outcome.attempts.append(_attempt_record(candidate.provider, "failover", error))
+                self.on_failover(candidate.provider, error.reason)
+                self.planner.failed(plan.route_key, job.session, candidate.provider)
+                errors.append(error)
+            finally:
+                now = self.health.clock()
+                if verdict is None and not neutral:
+                    health.release_success(now, job.outcome.ttfc)
+                elif verdict is not None and not neutral:
+                    health.release_failure(now, verdict.reason, verdict.retry_after)
+                else:
+                    health.release_neutral(now)
+            if verdict is None:
+                self.planner.succeeded(config, plan.route_key, job.session, candidate.provider)
+                return
+        broadcast.fail(respond.all_failed(job.model, errors, skipped, self._retry_after(config, plan.retry_after)))
+
+    def _retry_after(self, config: Config, planned: float | None) -> float:
+        """Shortest remaining cooldown among the route's providers, clamped to 1-60 s."""
+        now = self.health.clock()
+        remaining = [self.health.get(p.name).cooldown_remaining(now) for p in config.providers]
+        waits = [r for r in remaining if r > 0]
+        if planned:
+            waits.append(planned)
+        return min(60.0, max(1.0, min(waits))) if waits else 1.0
+
+    async def _attempt(
+        self, job: Job, candidate: Candidate, provider: ProviderConfig, broadcast: Broadcast
+    ) -> None:
+        settings = job.config.settings
+        timeouts = settings.timeouts
+        dialect = self.dialects[provider.type]
+        upstream_model = job.model if candidate.model == "passthrough" else candidate.model
+        credential = job.credential if provider.passthrough_auth else provider.auth_value
+        headers = dialect.headers(job.headers, credential, provider.auth_type)
+        headers.update(provider.headers)
+        body = dialect.body(job.body, upstream_model)
+        url = dialect.url(provider.base_url, job.query)
+        name = provider.name
+        loop = asyncio.get_running_loop()
+        sent = time.perf_counter()
+        phase = "first_event"
+        held: list[Event] = []
+        outcome = job.outcome
+        saw_delta = False
+        try:
+            async with asyncio.timeout(timeouts.first_event_timeout) as deadline:
+                resp = await self.client.open(provider, url, headers, body, timeouts.streaming)
+                try:
+                    ttfb = time.perf_counter() - sent
+                    if resp.status != 200:
+                        raise await _status_error(resp, dialect, name, job.config)
+                    decoder = dialect.decoder(job.model, resp.content_type)
+                    while True:
+                        chunk = await resp.chunk()
+                        if not chunk:
+                            break
+                        try:
+                            events = decoder.feed(chunk, time.perf_counter())
+                        except ValueError as exc:
+                            raise UpstreamProtocolError(name, f"malformed stream: {exc}") from None
+                        for event in events:
+                            kind = event.name or _name_of(event)
+                            if broadcast.head is None:
+                                if phase == "first_event":
+                                    # pings do not extend this: content must follow within read_timeout
+                                    phase = "first_content"
+                                    deadline.reschedule(loop.time() + timeouts.streaming.read_timeout)
+                                if kind == "content_block_start":
+                                    outcome.ttfc = time.perf_counter() - sent
+                                    outcome.provider = name
+                                    deadline.reschedule(None)
+                                    held.append(_checked(event, name))
+                                    broadcast.commit(Head(name, returned(resp.headers)), held)
+                                    outcome.attempts.append(Attempt(name, "ok", ttfb=ttfb))
+                                    outcome.events = len(held)
+                                    continue
+                                if kind == "error":
+                                    raise _stream_error(event, name)
+                                if kind == "message_start":
+                                    _read_start(event, outcome, name)
+                                    event = _checked(event, name)
+                                held.append(event)
+                                continue
+                            if kind == "message_delta":
+                                saw_delta = True
+                                _read_delta(_checked(event, name), outcome)
+                            elif kind == "error":
+                                raise _stream_error(event, name, append_to=broadcast)
+                            else:
+                                _checked(event, name)
+                            if kind == "message_stop":
+                                broadcast.append(event)
+                                outcome.events += 1
+                                broadcast.finish()
+                                return
+                            broadcast.append(event)
+                            outcome.events += 1
+                    try:
+                        tail = decoder.close()
+                    except ValueError as exc:
+                        raise UpstreamProtocolError(name, f"stream cut: {exc}") from None
+                    if tail:
+                        # a whole-body answer (JSON) decoded at EOF: publish like a stream
+                        for event in tail:
+                            kind = event.name or _name_of(event)
+                            if broadcast.head is None and kind == "error":
+                                raise _stream_error(event, name)
+                            if broadcast.head is None and kind == "content_block_start":
+                                outcome.ttfc = time.perf_counter() - sent
+                                outcome.provider = name
+                                broadcast.commit(Head(name, returned(resp.headers)), held)
+                                outcome.attempts.append(Attempt(name, "ok", ttfb=ttfb))
+                            if kind == "message_start":
+                                _read_start(event, outcome, name)
+                            if kind == "message_delta":
+                                saw_delta = True
+                                _read_delta(event, outcome)
+                            if broadcast.head is None:
+                                held.append(event)
+                            else:
+                                broadcast.append(event)
+                                outcome.events += 1
+                    if broadcast.head is None:
+                        raise UpstreamProtocolError(name, "stream ended before any content")
+                    if not saw_delta:
+                        raise UpstreamProtocolError(name, "stream ended before message_delta")
+                    if not tail or tail[-1].type != "message_stop":
+                        broadcast.append(_MESSAGE_STOP)  # complete without it: DESIGN.md 5.7
+                        outcome.events += 1
+                    broadcast.finish()
+                finally:
+                    resp.close()
+        except TimeoutError:
+            seconds = timeouts.first_event_timeout if phase == "first_event" else timeouts.streaming.read_timeout
+            raise UpstreamTimeout(name, phase, seconds) from None
+
+    def _fail_committed(self, job: Job, broadcast: Broadcast, error: UpstreamError) -> None:
+        """After commit: end the stream with a proper ``event: error`` (never fake text)."""
+        job.outcome.attempts.append(_attempt_record(error.provider, "mid_stream", error))
+        if not (isinstance(error, UpstreamStreamError) and error.published):
+            broadcast.append(respond.error_event(error))
+        broadcast.fail(respond.mid_stream_failure(error))
+
+
+def _counts(error: UpstreamError, config: Config) -> bool:
+    if not error.counts_against_health:
+        return False
+    if isinstance(error, UpstreamStatusError):
+        return error.unhealthy
+    patterns = config.settings.unhealthy_exception_patterns
+    if error.reason in ("connect", "timeout"):
+        text = f"{error.reason} {error.message}".lower()
+        return any(p.lower() in text for p in patterns) or error.reason == "timeout" and "timeout" in patterns
+    return True
+
+
+def _fails_over(error: UpstreamError, provider: ProviderConfig) -> bool:
+    if not error.failover:
+        return False
+    if isinstance(error, UpstreamStatusError):
+        if error.status in (401, 403) and provider.passthrough_auth:
+            return False  # the client's own credential was refused: its problem to see
+        return error.unhealthy
+    return True
+
+
+def _attempt_record(provider: str, outcome: str, error: UpstreamError) -> Attempt:
+    return Attempt(provider, outcome, reason=error.reason, detail=error.short, status=error.status)
+
+
+async def _status_error(
+    resp: UpstreamResponse, dialect: Dialect, name: str, config: Config
+) -> UpstreamStatusError:
+    body = await resp.body()
+    error_type, message = dialect.error(resp.status, body)
+    settings = config.settings
+    text = body[:8192].decode("utf-8", "replace")
+    unhealthy = resp.status in settings.unhealthy_http_codes or any(
+        p.search(text) for p in settings.body_patterns
+    )
+    return UpstreamStatusError(
+        name,
+        message,
+        status=resp.status,
+        retry_after=respond.parse_retry_after(resp.header("retry-after"), resp.header("retry-after-ms")),
+        error_type=error_type,
+        headers=returned(resp.headers),
+        body=body,
+        unhealthy=unhealthy,
+    )
+
+
+def _name_of(event: Event) -> str:
+    """A frame without an ``event:`` line (data-only) gets its name from the JSON type; the
+    raw bytes are re-encoded with the name, since Claude Code ignores unnamed frames."""
+    try:
+        payload = event.json()
+    except ValueError:
+        return ""
+    kind = str(payload.get("type", ""))
+    if kind:
+        fixed = encode_event(kind, payload, event.received)
+        event.name, event.raw = kind, fixed.raw
+    return kind
+
+
+def _checked(event: Event, provider: str) -> Event:
+    try:
+        event.json()
+    except ValueError:
+        raise UpstreamProtocolError(provider, f"invalid JSON in a {event.name or 'data'} event") from None
+    return event
+
+
+def _stream_error(event: Event, provider: str, append_to: Broadcast | None = None) -> UpstreamStreamError:
+    try:
+        payload = event.json()
+        error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+    except ValueError:
+        error = {}
+    error_type = str(error.get("type") or "api_error")
+    message = str(error.get("message") or "upstream sent an error event")[:300]
+    exc = UpstreamStreamError(provider, f"{error_type}: {message}", error_type=error_type)
+    if append_to is not None:
+        # forward the provider's own error frame, normalised to the two types Claude Code
+        # reacts to with an immediate non-streaming retry
+        kind = error_type if error_type in ("overloaded_error", "api_error") else "api_error"
+        append_to.append(encode_event("error", {"type": "error", "error": {"type": kind, "message": message}}))
+        exc.published = True
+    return exc
+
+
+def _read_start(event: Event, outcome: Outcome, provider: str) -> None:
+    try:
+        message = event.json().get("message") or {}
+        usage = message.get("usage") or {}
+        outcome.input_tokens = int(usage.get("input_tokens") or 0) + int(
+            usage.get("cache_read_input_tokens") or 0
+        ) + int(usage.get("cache_creation_input_tokens") or 0)
+    except (ValueError, TypeError, AttributeError):
+        raise UpstreamProtocolError(provider, "invalid message_start") from None
+
+
+def _read_delta(event: Event, outcome: Outcome) -> None:
+    try:
+        payload = event.json()
+        usage = payload.get("usage") or {}
+        if usage.get("output_tokens") is not None:
+            outcome.output_tokens = int(usage["output_tokens"])
+        if usage.get("input_tokens") is not None:
+            outcome.input_tokens = max(outcome.input_tokens, int(usage["input_tokens"]))
+        outcome.stop_reason = (payload.get("delta") or {}).get("stop_reason") or outcome.stop_reason
+    except (ValueError, TypeError, AttributeError):
+        pass

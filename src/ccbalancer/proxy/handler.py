@@ -1,0 +1,200 @@
+"""``POST /v1/messages``: admit, key, then replay, join or lead (DESIGN.md section 5).
+
+Admission parses the body once and refuses what cannot be served with a 4xx in the Anthropic
+envelope. The answer is produced by a hub-owned call (``proxy.attempt``) that this request may
+only be one subscriber of; this handler is that subscriber's writer and its record keeper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ccbalancer.errors import ClientError
+from ccbalancer.observe.record import RequestRecord
+from ccbalancer.proxy import respond, writer
+from ccbalancer.proxy.job import Job, Outcome
+from ccbalancer.runtime import RUNTIME, Runtime
+from ccbalancer.sharing.broadcast import Broadcast, Lagged
+from ccbalancer.sharing.key import coalescing_key
+
+
+async def read_json_body(request: web.Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, or a ``ClientError`` (400/413)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ClientError(413, f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise ClientError(413, f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except (web.HTTPException, ConnectionError, ValueError) as exc:
+        if isinstance(exc, ClientError):
+            raise
+        raise ClientError(400, "request body could not be read completely") from None
+    raw = b"".join(chunks)
+    if not raw:
+        raise ClientError(400, "request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ClientError(400, f"request body is not valid JSON: {exc.msg}") from None
+    if not isinstance(body, dict):
+        raise ClientError(400, "request body must be a JSON object")
+    return body
+
+
+def client_credential(headers: dict[str, str]) -> str:
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    auth = headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
+def admit(body: dict[str, Any]) -> tuple[str, bool, str | None]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ClientError(400, "model: field required (a non-empty string)")
+    if not isinstance(body.get("messages"), list):
+        raise ClientError(400, "messages: field required (a list)")
+    stream = body.get("stream") is True
+    forced = body.get("provider")
+    if forced is not None and not isinstance(forced, str):
+        raise ClientError(400, "provider: must be a provider name")
+    return model, stream, forced
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    runtime: Runtime = request.app[RUNTIME]
+    config = runtime.config  # this request's snapshot, whatever reloads happen meanwhile
+    settings = config.settings
+    started = time.time()
+    t0 = time.perf_counter()
+    request_id = "req_ccb_" + uuid.uuid4().hex[:24]
+    record = RequestRecord(request_id=request_id, model="", started=started)
+    try:
+        body = await read_json_body(request, settings.max_body_bytes)
+        model, stream, forced = admit(body)
+    except ClientError as error:
+        record.status, record.outcome, record.error = error.status, "client_error", error.message
+        record.duration = time.perf_counter() - t0
+        runtime.finished(record)
+        return respond.client_error_response(error)
+    record.model, record.stream = model, stream
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    credential = client_credential(headers)
+    session = headers.get("x-claude-code-session-id") or hashlib.sha256(credential.encode()).hexdigest()[:16]
+    dedup = settings.deduplication
+    key = (
+        coalescing_key(credential, body, headers, dedup.include_max_tokens_in_signature)
+        if dedup.enabled
+        else None
+    )
+    hub = runtime.hub
+    found = hub.find(key)
+    if found is not None:
+        broadcast, role = found
+    else:
+        job = Job(
+            config=config,
+            body=body,
+            model=model,
+            query=request.query_string,
+            headers=headers,
+            credential=credential,
+            session=session,
+            forced=forced,
+            request_id=request_id,
+        )
+        broadcast = hub.lead(key, dedup.max_stream_bytes, lambda b: runtime.produce(job, b), f"upstream:{request_id}")
+        broadcast.meta = job.outcome
+        role = "leader" if dedup.enabled else "none"
+    record.role = role
+    sub_id = hub.subscribe(broadcast)
+    runtime.metrics.subscriber_added()
+    response: web.StreamResponse | None = None
+    try:
+        await writer.wait_ready(broadcast)
+        extra = {"x-ccbalancer-request-id": request_id}
+        if dedup.enabled:
+            extra["x-ccbalancer-shared"] = role
+        if broadcast.head is None:
+            failure = broadcast.failure
+            assert failure is not None
+            if failure.provider:
+                extra["x-provider-used"] = failure.provider
+            record.status, record.outcome, record.error = failure.status, "error", failure.message
+            response = respond.failure_response(failure, extra)
+            return response
+        head = broadcast.head
+        out_headers = dict(head.headers)
+        out_headers.pop("retry-after", None)
+        out_headers.update(extra)
+        out_headers["x-provider-used"] = head.provider
+        record.provider = head.provider
+        if stream:
+            out_headers["cache-control"] = "no-cache"
+            trace = runtime.event_tracer(request_id, sub_id)
+            response, record.events, record.bytes, prepared = await writer.stream_to(
+                request,
+                broadcast,
+                out_headers,
+                sub_id,
+                settings.client_write_timeout,
+                runtime.metrics.event_forwarded,
+                trace,
+            )
+            record.ttfb = prepared - t0
+            record.status = 200
+            failure = broadcast.failure
+            if failure is not None:
+                record.outcome, record.error = "mid_stream_error", failure.message
+            return response
+        accumulator = await writer.accumulate(broadcast, sub_id)
+        failure = broadcast.failure
+        if failure is not None:
+            record.status, record.outcome, record.error = failure.status, "mid_stream_error", failure.message
+            response = respond.failure_response(failure, extra | {"x-provider-used": head.provider})
+            return response
+        record.status = 200
+        record.ttfb = time.perf_counter() - t0
+        response = writer.message_response(accumulator, out_headers)
+        return response
+    except Lagged:
+        record.status, record.outcome, record.error = 500, "error", "client fell behind the stream"
+        return respond.error_response(500, "api_error", "response too large to replay; retry")
+    except writer.ClientStalled:
+        record.outcome, record.error = "cancelled", "client stopped reading"
+        if request.transport is not None:
+            request.transport.close()
+        raise
+    except BaseException:
+        record.outcome = "cancelled"
+        raise
+    finally:
+        hub.unsubscribe(broadcast, sub_id)
+        runtime.metrics.subscriber_removed()
+        _fill(record, broadcast, t0)
+        runtime.finished(record)
+
+
+def _fill(record: RequestRecord, broadcast: Broadcast, t0: float) -> None:
+    record.duration = time.perf_counter() - t0
+    outcome = broadcast.meta
+    if isinstance(outcome, Outcome):
+        if record.role in ("leader", "none"):
+            record.attempts = list(outcome.attempts)
+            record.ttfc = outcome.ttfc
+        record.provider = record.provider or outcome.provider
+        record.input_tokens = outcome.input_tokens
+        record.output_tokens = outcome.output_tokens
+        record.stop_reason = outcome.stop_reason

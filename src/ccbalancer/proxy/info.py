@@ -1,0 +1,167 @@
+"""The small endpoints: probes, health, providers, models, metrics, reload, count_tokens.
+
+None of them reveals a secret: providers are shown by name, type and state only (no URL
+credentials, no keys, no proxy).
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+
+from ccbalancer.config.schema import Config
+from ccbalancer.dialects.estimate import estimate_input_tokens
+from ccbalancer.errors import ClientError, ConfigError, UpstreamError
+from ccbalancer.proxy import respond
+from ccbalancer.proxy.handler import client_credential, read_json_body
+from ccbalancer.runtime import RUNTIME, Runtime
+
+# Well-known Claude model ids offered for glob routes in /v1/models (exact keys are listed as
+# written); a glob itself is not a model id a client could pick.
+KNOWN_MODELS = (
+    "claude-opus-5-5", "claude-opus-4-8", "claude-opus-4-5", "claude-sonnet-4-6",
+    "claude-sonnet-4-5", "claude-haiku-4-5",
+)  # fmt: skip
+
+
+def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(value), content_type="application/json", headers=headers)
+
+
+async def root(request: web.Request) -> web.Response:
+    return _json({"name": "ccbalancer", "status": "ok"})
+
+
+def providers_view(runtime: Runtime) -> list[dict[str, object]]:
+    now = runtime.clock()
+    out: list[dict[str, object]] = []
+    for provider in runtime.config.providers:
+        snapshot = runtime.health.get(provider.name).snapshot(now)
+        out.append({"name": provider.name, "type": provider.type, "enabled": provider.enabled, **snapshot})
+    return out
+
+
+def _usable(runtime: Runtime) -> int:
+    now = runtime.clock()
+    return sum(
+        1 for p in runtime.config.providers if p.enabled and runtime.health.get(p.name).available(now)
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    runtime: Runtime = request.app[RUNTIME]
+    usable = _usable(runtime)
+    body = {
+        "status": "ok" if usable else "unavailable",
+        "providers_available": usable,
+        "providers_total": len(runtime.config.providers),
+        "uptime_s": round(time.time() - runtime.started, 1),
+        "active_streams": runtime.hub.live,
+    }
+    return _json(body, 200 if usable else 503)
+
+
+async def providers(request: web.Request) -> web.Response:
+    runtime: Runtime = request.app[RUNTIME]
+    hub = runtime.hub
+    return _json(
+        {
+            "providers": providers_view(runtime),
+            "sharing": {"in_flight": len(hub.inflight), "cached": len(hub.cache), "cache_bytes": hub.cache.bytes},
+            "strategy": runtime.config.settings.selection_strategy,
+            "reloads": runtime.reloads,
+        }
+    )
+
+
+def model_ids(config: Config) -> list[str]:
+    ids: list[str] = []
+    for key in config.model_routes:
+        if "*" in key or "?" in key:
+            ids += [m for m in KNOWN_MODELS if config.route_for(m) and config.route_for(m)[0] == key]  # type: ignore[index]
+        else:
+            ids.append(key)
+    return list(dict.fromkeys(ids))
+
+
+async def models(request: web.Request) -> web.Response:
+    runtime: Runtime = request.app[RUNTIME]
+    data = [
+        {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+        for m in model_ids(runtime.config)
+    ]
+    return _json(
+        {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    runtime: Runtime = request.app[RUNTIME]
+    body, content_type = runtime.metrics.render()
+    response = web.Response(body=body)
+    response.headers["content-type"] = content_type
+    return response
+
+
+async def reload(request: web.Request) -> web.Response:
+    runtime: Runtime = request.app[RUNTIME]
+    try:
+        config = runtime.reload("POST /providers/reload")
+    except ConfigError as error:
+        return respond.error_response(
+            422, "invalid_request_error", f"config rejected, old config kept: {error}"
+        )
+    return _json({"status": "reloaded", "providers": [p.name for p in config.providers]})
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """Forwarded to the first available Anthropic provider of the route; else estimated."""
+    runtime: Runtime = request.app[RUNTIME]
+    config = runtime.config
+    try:
+        body = await read_json_body(request, config.settings.max_body_bytes)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ClientError(400, "model: field required (a non-empty string)")
+    except ClientError as error:
+        return respond.client_error_response(error)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    route = config.route_for(model)
+    now = runtime.clock()
+    for entry in route[1] if route else ():
+        provider = config.providers_by_name[entry.provider]
+        if provider.type != "anthropic" or not provider.enabled:
+            continue
+        if not runtime.health.get(provider.name).available(now):
+            continue
+        dialect = runtime.dialects["anthropic"]
+        upstream = dict(body)
+        upstream.pop("provider", None)
+        upstream["model"] = model if entry.model == "passthrough" else entry.model
+        credential = client_credential(headers) if provider.passthrough_auth else provider.auth_value
+        out_headers = dialect.headers(headers, credential, provider.auth_type)
+        out_headers.update(provider.headers)
+        url = provider.base_url + "/v1/messages/count_tokens"
+        if request.query_string:
+            url += "?" + request.query_string
+        try:
+            resp = await runtime.client.open(
+                provider, url, out_headers, orjson.dumps(upstream), config.settings.timeouts.non_streaming
+            )
+        except UpstreamError:
+            continue
+        try:
+            answer = await resp.body()
+            status = resp.status
+        finally:
+            resp.close()
+        if status == 200:
+            return web.Response(
+                body=answer, content_type="application/json", headers={"x-provider-used": provider.name}
+            )
+        if 400 <= status < 500 and status not in config.settings.unhealthy_http_codes:
+            error_type, message = dialect.error(status, answer)
+            return respond.error_response(status, error_type, message, {"x-provider-used": provider.name})
+    return _json({"input_tokens": estimate_input_tokens(body)}, headers={"x-ccbalancer-estimated": "true"})

@@ -1,0 +1,110 @@
+"""One subscriber: from the broadcast log to one client connection.
+
+Each subscriber runs in its own request task with its own cursor, so a slow client only slows
+itself (STYLE.md: the producer never awaits a client). One ``write`` per event — that is the
+flush. The request task is cancelled by aiohttp when the client disconnects
+(``handler_cancellation``), which ends the subscriber even while it waits for the next event.
+A client whose socket stays full past ``client_write_timeout`` is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+
+from ccbalancer.proxy import respond
+from ccbalancer.sharing.broadcast import Broadcast, Lagged
+from ccbalancer.sse.accumulate import MessageAccumulator
+
+# Above this many bytes waiting in the socket buffer the client is not keeping up; only then is
+# a write wrapped in a timeout (a timer per event would cost more than the write).
+_BACKLOG = 256 * 1024
+
+
+class ClientStalled(Exception):
+    """The client stopped reading for longer than the write timeout."""
+
+
+async def wait_ready(broadcast: Broadcast) -> None:
+    while not broadcast.ready:
+        await broadcast.wait()
+
+
+async def stream_to(
+    request: web.Request,
+    broadcast: Broadcast,
+    headers: dict[str, str],
+    sub_id: int,
+    write_timeout: float,
+    on_event: Callable[[float], None] | None,
+    trace: Callable[[int, float, float], None] | None,
+) -> tuple[web.StreamResponse, int, int, float]:
+    """Write the committed stream; returns (response, events written, bytes written, the
+    perf_counter() time the headers went out)."""
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_type = "text/event-stream"
+    await response.prepare(request)
+    prepared = time.perf_counter()
+    transport = request.transport
+    cursors = broadcast.cursors
+    cursor = 0
+    written = 0
+    try:
+        while True:
+            end = broadcast.end
+            while cursor < end:
+                try:
+                    event = broadcast.get(cursor)
+                except Lagged:
+                    await response.write(respond.lagged_event())
+                    return response, cursor, written, prepared
+                raw = event.raw
+                if transport is not None and transport.get_write_buffer_size() > _BACKLOG:
+                    try:
+                        async with asyncio.timeout(write_timeout):
+                            await response.write(raw)
+                    except TimeoutError:
+                        raise ClientStalled from None
+                else:
+                    await response.write(raw)
+                cursor += 1
+                written += len(raw)
+                if event.received:
+                    now = time.perf_counter()
+                    if on_event is not None:
+                        on_event(now - event.received)
+                    if trace is not None:
+                        trace(cursor, event.received, now)
+            cursors[sub_id] = cursor
+            if broadcast.done:
+                break
+            await broadcast.wait()
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client left; nothing more to tell it
+    return response, cursor, written, prepared
+
+
+async def accumulate(broadcast: Broadcast, sub_id: int) -> MessageAccumulator:
+    """Follow the log to its end, building the Message (non-streaming clients)."""
+    accumulator = MessageAccumulator()
+    cursor = 0
+    while True:
+        end = broadcast.end
+        while cursor < end:
+            accumulator.add(broadcast.get(cursor))
+            cursor += 1
+        broadcast.cursors[sub_id] = cursor
+        if broadcast.done:
+            return accumulator
+        await broadcast.wait()
+
+
+def message_response(accumulator: MessageAccumulator, headers: dict[str, str]) -> web.Response:
+    return web.Response(
+        status=200, body=orjson.dumps(accumulator.result()), headers=headers, content_type="application/json"
+    )

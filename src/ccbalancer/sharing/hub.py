@@ -1,0 +1,161 @@
+"""The hub owns every upstream call and decides who shares what (DESIGN.md section 7).
+
+A request either replays a cached answer, joins an identical one in flight, or leads a new one.
+The upstream call runs in a task owned here, not by the leader's connection, so the leader
+leaving never cuts the followers. When the last subscriber leaves, an uncommitted call is
+cancelled at once (joining a call that has produced nothing risks inheriting its stall, see
+CLAUDE_CODE.md section 6), while a committed one keeps going for ``orphan_grace`` seconds so a
+retry can join it or find it in the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ccbalancer.sharing.broadcast import Broadcast, Failure
+from ccbalancer.sharing.cache import ResponseCache
+from ccbalancer.sse.event import encode_event
+from ccbalancer.tasks import TaskOwner
+
+Producer = Callable[[Broadcast], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Live:
+    task: asyncio.Task[None]
+    broadcast: Broadcast
+    timer: asyncio.TimerHandle | None = None
+    sub_ids: set[int] = field(default_factory=set)
+
+
+class Hub:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        cache_ttl: float,
+        cache_bytes: int,
+        orphan_grace: float,
+        join_window: float,
+    ) -> None:
+        self._clock = clock
+        self.cache = ResponseCache(cache_ttl, cache_bytes, clock)
+        self.orphan_grace = orphan_grace
+        self.join_window = join_window  # an in-flight call older than this is not joined
+        self.inflight: dict[str, Broadcast] = {}
+        self._live: dict[int, _Live] = {}  # id(broadcast) -> its producer task and timer
+        self._owner = TaskOwner("hub")
+        self._ids = itertools.count(1)
+
+    def configure(self, cache_ttl: float, cache_bytes: int, orphan_grace: float, join_window: float) -> None:
+        self.cache.configure(cache_ttl, cache_bytes)
+        self.orphan_grace = orphan_grace
+        self.join_window = join_window
+
+    @property
+    def live(self) -> int:
+        """Upstream calls currently running."""
+        return len(self._live)
+
+    def find(self, key: str | None) -> tuple[Broadcast, str] | None:
+        """A cached answer (role ``cache``) or a joinable call in flight (role ``follower``)."""
+        if key is None:
+            return None
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached, "cache"
+        broadcast = self.inflight.get(key)
+        if (
+            broadcast is not None
+            and not broadcast.trimmed
+            and broadcast.failure is None
+            and self._clock() - broadcast.created <= self.join_window
+        ):
+            return broadcast, "follower"
+        return None
+
+    def lead(self, key: str | None, max_bytes: int, producer: Producer, name: str) -> Broadcast:
+        broadcast = Broadcast(key, max_bytes, self._clock())
+        if key is not None:
+            self.inflight[key] = broadcast
+        task = self._owner.spawn(self._run(broadcast, producer), name)
+        self._live[id(broadcast)] = _Live(task, broadcast)
+        return broadcast
+
+    async def _run(self, broadcast: Broadcast, producer: Producer) -> None:
+        try:
+            await producer(broadcast)
+        finally:
+            live = self._live.pop(id(broadcast), None)
+            if live is not None and live.timer is not None:
+                live.timer.cancel()
+            if not broadcast.done:  # cancelled or crashed: subscribers must still get an end
+                broadcast.fail(
+                    Failure(500, "api_error", "the upstream call was abandoned", broadcast.head is not None)
+                )
+            self._unregister(broadcast)
+            if broadcast.key is not None and broadcast.succeeded:
+                self.cache.put(broadcast.key, broadcast)
+
+    def _unregister(self, broadcast: Broadcast) -> None:
+        if broadcast.key is not None and self.inflight.get(broadcast.key) is broadcast:
+            del self.inflight[broadcast.key]
+
+    def subscribe(self, broadcast: Broadcast) -> int:
+        sub_id = next(self._ids)
+        broadcast.subscribers += 1
+        broadcast.cursors[sub_id] = 0
+        live = self._live.get(id(broadcast))
+        if live is not None and live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+        return sub_id
+
+    def unsubscribe(self, broadcast: Broadcast, sub_id: int) -> None:
+        broadcast.subscribers -= 1
+        broadcast.cursors.pop(sub_id, None)
+        if broadcast.subscribers > 0 or broadcast.done:
+            return
+        live = self._live.get(id(broadcast))
+        if live is None:
+            return
+        if broadcast.head is None or self.orphan_grace <= 0:
+            self._unregister(broadcast)
+            live.task.cancel()
+        else:
+            loop = asyncio.get_running_loop()
+            live.timer = loop.call_later(self.orphan_grace, self._expire, broadcast)
+
+    def _expire(self, broadcast: Broadcast) -> None:
+        live = self._live.get(id(broadcast))
+        if live is not None and broadcast.subscribers == 0 and not broadcast.done:
+            self._unregister(broadcast)
+            live.task.cancel()
+
+    def sweep(self) -> None:
+        self.cache.sweep()
+
+    def abort(self, message: str) -> None:
+        """End every running call: committed streams get an ``event: error``, waiting clients
+        a 503. Used after the shutdown drain timeout."""
+        for live in list(self._live.values()):
+            broadcast = live.broadcast
+            if not broadcast.done:
+                if broadcast.head is not None:
+                    error = {"type": "api_error", "message": message}
+                    broadcast.append(encode_event("error", {"type": "error", "error": error}))
+                    broadcast.fail(Failure(503, "api_error", message, True))
+                else:
+                    broadcast.fail(Failure(503, "overloaded_error", message, False))
+            live.task.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        """Let running calls finish (bounded), for graceful shutdown."""
+        await self._owner.drain(timeout)
+
+    async def close(self) -> None:
+        await self._owner.close()
+        self.inflight.clear()
+        self.cache.clear()

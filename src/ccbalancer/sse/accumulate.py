@@ -1,0 +1,126 @@
+"""Anthropic stream events -> one Message, as the official SDK accumulates them.
+
+Used for non-streaming clients (the upstream call always streams, DESIGN.md section 5) and for
+the usage/stop_reason facts the request log needs. Unknown event and delta types are ignored,
+as the SDK does.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+
+from ccbalancer.sse.event import Event
+
+
+class MessageAccumulator:
+    def __init__(self) -> None:
+        self.message: dict[str, Any] | None = None
+        self._json_parts: dict[int, list[str]] = {}
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self.stop_reason: str | None = None
+        self.finished = False  # message_delta seen (the stream said how it stopped)
+        self.stopped = False  # message_stop seen
+
+    def add(self, event: Event) -> None:
+        kind = event.type
+        if kind in ("ping", ""):
+            return
+        try:
+            payload = event.json()
+        except ValueError:
+            return
+        if kind == "message_start":
+            message = payload.get("message")
+            if isinstance(message, dict):
+                self.message = copy.deepcopy(message)
+                self.message.setdefault("content", [])
+                self.message["content"] = list(self.message["content"] or [])
+        elif kind == "content_block_start":
+            index = payload.get("index")
+            block = payload.get("content_block")
+            if isinstance(index, int) and isinstance(block, dict):
+                block = copy.deepcopy(block)
+                if block.get("type") in ("tool_use", "server_tool_use", "mcp_tool_use"):
+                    self._json_parts[index] = []
+                self._blocks[index] = block
+        elif kind == "content_block_delta":
+            self._delta(payload)
+        elif kind == "content_block_stop":
+            index = payload.get("index")
+            if isinstance(index, int):
+                self._finish_block(index)
+        elif kind == "message_delta":
+            self.finished = True
+            delta = payload.get("delta") or {}
+            if self.message is not None:
+                for key in ("stop_reason", "stop_sequence", "stop_details", "container"):
+                    if key in delta:
+                        self.message[key] = delta[key]
+                usage = payload.get("usage")
+                if isinstance(usage, dict):
+                    merged = dict(self.message.get("usage") or {})
+                    merged.update({k: v for k, v in usage.items() if v is not None})
+                    self.message["usage"] = merged
+            self.stop_reason = delta.get("stop_reason", self.stop_reason)
+        elif kind == "message_stop":
+            self.stopped = True
+
+    def _delta(self, payload: dict[str, Any]) -> None:
+        index = payload.get("index")
+        delta = payload.get("delta")
+        if not isinstance(index, int) or not isinstance(delta, dict):
+            return
+        block = self._blocks.get(index)
+        if block is None:
+            return
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + str(delta.get("text", ""))
+        elif kind == "input_json_delta":
+            self._json_parts.setdefault(index, []).append(str(delta.get("partial_json", "")))
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+        elif kind == "signature_delta":
+            block["signature"] = str(delta.get("signature", ""))
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta.get("citation"))
+
+    def _finish_block(self, index: int) -> None:
+        block = self._blocks.pop(index, None)
+        if block is None:
+            return
+        parts = self._json_parts.pop(index, None)
+        if parts is not None:
+            text = "".join(parts)
+            try:
+                block["input"] = orjson.loads(text) if text.strip() else {}
+            except orjson.JSONDecodeError:
+                block["input"] = {}
+        if self.message is not None:
+            content = self.message["content"]
+            while len(content) < index:
+                content.append(None)
+            if len(content) == index:
+                content.append(block)
+            else:
+                content[index] = block
+
+    def result(self) -> dict[str, Any]:
+        """The Message so far; blocks still open are closed as they stand."""
+        for index in sorted(self._blocks):
+            self._finish_block(index)
+        if self.message is None:
+            raise ValueError("the stream had no message_start")
+        message = self.message
+        message["content"] = [b for b in message["content"] if b is not None]
+        return message
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        if self.message is None:
+            return {}
+        usage = self.message.get("usage")
+        return usage if isinstance(usage, dict) else {}

@@ -1,0 +1,112 @@
+"""Incremental SSE parser (WHATWG event-stream rules), byte-exact and memory-bounded.
+
+``feed(chunk)`` returns the events completed by that chunk. Each event keeps the exact bytes of
+its frame (``raw``) so passthrough never re-encodes. Any byte split parses to the same events
+(property-tested). Line ends may be LF, CRLF or bare CR; ``:`` comment lines and frames without
+data are dropped; multi-line ``data:`` is joined with LF. A frame larger than ``max_event_bytes``
+raises ``SSEError`` instead of growing without bound.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ccbalancer.sse.event import Event
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class SSEError(ValueError):
+    """The byte stream cannot be parsed as SSE within the limits."""
+
+
+class SSEParser:
+    __slots__ = ("_buf", "_cr_mode", "_drop_lf", "max_event_bytes")
+
+    def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
+        self.max_event_bytes = max_event_bytes
+        self._buf = b""
+        self._cr_mode = False  # once a CR is seen, use the general line scanner
+        self._drop_lf = False  # a frame was dispatched on a CR that may be half of a CRLF
+
+    @property
+    def pending(self) -> bool:
+        """True when bytes of an unfinished frame are buffered (stream cut mid-event)."""
+        return bool(self._buf.strip(b"\r\n"))
+
+    def feed(self, chunk: bytes, received: float = 0.0) -> list[Event]:
+        if self._drop_lf and chunk:
+            self._drop_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        buf = self._buf + chunk if self._buf else chunk
+        if not self._cr_mode and b"\r" in chunk:
+            self._cr_mode = True
+        events: list[Event] = []
+        start = 0
+        if not self._cr_mode:
+            find = buf.find
+            while True:
+                end = find(b"\n\n", start)
+                if end < 0:
+                    break
+                end += 2
+                event = _parse_frame(buf[start:end], received)
+                if event is not None:
+                    events.append(event)
+                start = end
+        else:
+            start = self._scan_general(buf, events, received)
+        rest = buf[start:]
+        if len(rest) > self.max_event_bytes:
+            self._buf = b""
+            raise SSEError(f"SSE event larger than {self.max_event_bytes} bytes")
+        self._buf = rest
+        return events
+
+    def _scan_general(self, buf: bytes, events: list[Event], received: float) -> int:
+        """Frame boundaries with any line ending; returns the offset of unconsumed bytes."""
+        start = 0
+        line_start = 0
+        for match in _LINE_END.finditer(buf):
+            blank = match.start() == line_start
+            if not blank and match.end() == len(buf) and match.group() == b"\r":
+                # may be the first half of CRLF; were it taken as a line end, a following LF
+                # would read as a blank line and dispatch early. A blank line is safe: an LF
+                # after it only adds an empty line to the next frame.
+                line_start = match.start()
+                break
+            if blank:  # empty line: dispatch the frame
+                if line_start > start:
+                    event = _parse_frame(buf[start : match.end()], received)
+                    if event is not None:
+                        events.append(event)
+                start = match.end()
+            line_start = match.end()
+        return start
+
+    def close(self) -> list[Event]:
+        """End of stream. A final frame without its blank line is discarded, as browsers do;
+        callers learn of it through ``pending`` beforehand."""
+        self._buf = b""
+        return []
+
+
+def _parse_frame(frame: bytes, received: float) -> Event | None:
+    name = ""
+    data_lines: list[bytes] = []
+    lines = _LINE_END.split(frame) if b"\r" in frame else frame.split(b"\n")
+    for line in lines:
+        if not line or line[0] == 0x3A:  # empty or ':' comment
+            continue
+        field, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            data_lines.append(value)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    if not data_lines:
+        return None
+    data = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+    return Event(name, data, frame, None, received)

@@ -1,0 +1,188 @@
+"""Real-time passthrough: events reach the client as they arrive, bytes unchanged, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from ccbalancer.mock import MockServer, Script
+from tests.conftest import config_text, msg, read_events
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+async def test_first_event_reaches_client_while_upstream_is_still_sending(mock, balancer_factory):
+    """The typewriter effect: the original balancer once delivered everything at the end.
+    Here the upstream stalls after its first text delta and never finishes; the client must
+    still receive that delta."""
+    mock.configure("a", Script(text="alpha beta gamma delta", events=4, stall_after=4))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg())
+    assert resp.status == 200
+    seen = b""
+    async with asyncio.timeout(10):
+        while b"text_delta" not in seen:
+            chunk = await resp.content.readany()
+            assert chunk, "stream ended before the first delta"
+            seen += chunk
+    assert mock.active_streams == 1  # the upstream is still open (stalled), not finished
+    resp.close()
+
+
+async def test_each_event_is_delivered_before_the_next_is_sent(mock, balancer_factory):
+    """With a gap between upstream events, the client sees the events one by one."""
+    mock.configure("a", Script(text="one two three four five", events=5, delay=0.15))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg())
+    arrivals: list[tuple[float, int]] = []
+    loop = asyncio.get_running_loop()
+    buffer = b""
+    async with asyncio.timeout(20):
+        while True:
+            chunk = await resp.content.readany()
+            if not chunk:
+                break
+            buffer += chunk
+            arrivals.append((loop.time(), buffer.count(b"text_delta")))
+    counts = [c for _, c in arrivals]
+    # deltas arrived in separate reads: at some read exactly 1, later 2, ... (never all at once)
+    for k in range(1, 6):
+        assert k in counts, f"delta {k} never arrived on its own: {counts}"
+
+
+async def test_passthrough_is_byte_exact(balancer_factory, mock):
+    """A recorded Anthropic stream comes out of the balancer byte for byte."""
+    recorded = (FIXTURES / "mock-tool-use-stream.sse").read_bytes()
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "request-id": "req_rec_1"})
+        await resp.prepare(request)
+        for i in range(0, len(recorded), 97):  # odd-sized TCP writes split events anywhere
+            await resp.write(recorded[i : i + 97])
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/rec/v1/messages", upstream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        text = config_text(mock, ["rec"]).replace(mock.anthropic_url("rec"), f"http://127.0.0.1:{port}/rec")
+        b = await balancer_factory(text)
+        resp = await b.post(msg())
+        body = await resp.read()
+        assert resp.status == 200
+        assert body == recorded
+        assert resp.headers["request-id"] == "req_rec_1"
+        assert resp.headers["x-provider-used"] == "rec"
+    finally:
+        await runner.cleanup()
+
+
+async def test_two_hundred_events_arrive_complete_and_in_order(mock, balancer_factory):
+    mock.configure("a", Script(stamp=True, events=200))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg())
+    events = await read_events(resp)
+    texts = [d["delta"]["text"] for n, d in events if n == "content_block_delta"]
+    seqs = [int(t.split(":")[0]) for t in texts]
+    assert seqs == list(range(len(seqs))) or seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) == 200
+    names = [n for n, _ in events]
+    assert names[0] == "message_start"
+    assert names[-2:] == ["message_delta", "message_stop"]
+
+
+async def test_non_streaming_client_gets_the_accumulated_message(mock, balancer_factory):
+    mock.configure("a", Script(reply="thinking_tool"))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg(stream=False))
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    message = await resp.json()
+    assert message["type"] == "message"
+    assert message["id"].startswith("msg_")
+    assert [block["type"] for block in message["content"]] == ["redacted_thinking", "thinking", "tool_use"]
+    assert message["content"][2]["input"] == {"command": "echo CCB_TOOL_OK", "description": message["content"][2]["input"].get("description")} or message["content"][2]["input"]["command"] == "echo CCB_TOOL_OK"
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"]["output_tokens"] > 0
+    # the upstream was asked to stream even though the client did not
+    assert mock.requests("a")[-1].body["stream"] is True
+
+
+async def test_upstream_headers_and_query_are_forwarded_and_hop_by_hop_dropped(mock, balancer_factory):
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.session.post(
+        b.url + "/v1/messages?beta=true",
+        json=msg(),
+        headers={
+            "x-api-key": "sk-client-1",
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+            "x-claude-code-session-id": "sess-1",
+            "proxy-authorization": "Basic c2VjcmV0",
+            "te": "trailers",
+        },
+    )
+    await resp.read()
+    assert resp.status == 200
+    assert resp.headers["x-provider-used"] == "a"
+    assert resp.headers["request-id"].startswith("req_mock_")
+    seen = mock.requests("a")[-1]
+    assert seen.query == "beta=true"
+    assert seen.headers["anthropic-beta"] == "claude-code-20250219,interleaved-thinking-2025-05-14"
+    assert seen.headers["anthropic-version"] == "2023-06-01"
+    assert seen.headers["x-api-key"] == "sk-prov-a-secret"  # the provider's key, not the client's
+    assert "proxy-authorization" not in seen.headers
+    assert "te" not in seen.headers
+
+
+async def test_route_model_mapping_and_forced_provider(mock, balancer_factory):
+    text = config_text(mock, ["a", "b"], routes={"*sonnet*": [("a", "mapped-model"), ("b", "passthrough")]})
+    b = await balancer_factory(text)
+    resp = await b.post(msg())
+    await resp.read()
+    assert mock.requests("a")[-1].body["model"] == "mapped-model"
+    resp = await b.post(msg("force", provider="b"))
+    await resp.read()
+    assert resp.headers["x-provider-used"] == "b"
+    body = mock.requests("b")[-1].body
+    assert body["model"] == "claude-sonnet-4-5"
+    assert "provider" not in body
+
+
+async def test_stream_ending_after_message_delta_gets_message_stop_added(mock, balancer_factory):
+    mock.configure("a", Script(drop="message_stop"))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    events = await read_events(await b.post(msg()))
+    assert [n for n, _ in events][-2:] == ["message_delta", "message_stop"]
+
+
+async def test_crlf_and_comment_framing_still_reaches_the_client(mock, balancer_factory):
+    mock.configure("a", Script(line_ending="crlf", comments=True, split_data=True))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg(stream=False))
+    message = await resp.json()
+    assert message["content"][0]["text"] == "Hello from the ccbalancer mock."
+
+
+async def test_client_disconnect_mid_stream_releases_the_upstream(mock, balancer_factory):
+    mock.configure("a", Script(events=50, delay=0.05))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg())
+    async with asyncio.timeout(10):
+        while b"text_delta" not in await resp.content.readany():
+            pass
+    resp.close()
+    async with asyncio.timeout(10):
+        while b.runtime.hub.live or mock.active_streams:
+            await asyncio.sleep(0.02)
+    health = b.runtime.health.get("a")
+    assert health.in_flight == 0
+    assert health.failure_count == 0  # a client leaving is never the provider's fault
