@@ -1,0 +1,173 @@
+"""Prometheus metrics on a registry of our own, served as ``GET /metrics``.
+
+Every label value comes from a closed set or from provider names in the config, so the
+number of series stays bounded whatever clients send: model names, request ids and error
+text never become labels. ``forget_provider`` drops a provider's series when a reload removes
+it. ``event_forwarded`` runs once per event per subscriber, so it does one observe and no more.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from ccbalancer.observe.record import RequestRecord
+
+REASONS = frozenset(
+    {"connect", "timeout", "status", "stream_error", "protocol", "client_gone", "other"}
+)
+OUTCOMES = frozenset({"ok", "error", "mid_stream_error", "client_error", "cancelled"})
+ATTEMPT_OUTCOMES = frozenset({"ok", "failover", "client_error", "mid_stream", "cancelled"})
+ROLES = frozenset({"leader", "follower", "cache", "none"})
+PROVIDER_STATES = ("healthy", "cooling_down", "half_open")
+NO_PROVIDER = "none"  # label for requests no provider served (every candidate failed)
+
+# 50 µs .. 1 s: a healthy forward is well under a millisecond (DESIGN.md section 10), the
+# upper buckets show event-loop stalls and slow clients.
+FORWARD_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+# Time to first byte / content of an LLM: from a cached replay (ms) to a cold start (a minute).
+LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120)
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+
+
+def _bounded(value: str, allowed: frozenset[str]) -> str:
+    return value if value in allowed else "other"
+
+
+class Metrics:
+    """All ccbalancer metrics; one instance per running app (owned by the Runtime)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._requests = Counter(
+            "ccbalancer_requests_total",
+            "Finished client requests by serving provider and outcome.",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self._attempts = Counter(
+            "ccbalancer_attempts_total",
+            "Upstream attempts by provider and outcome.",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self._failovers = Counter(
+            "ccbalancer_failovers_total",
+            "Attempts abandoned before commit for the next candidate, by reason.",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self._tokens = Counter(
+            "ccbalancer_tokens_total",
+            "Tokens reported by providers.",
+            ["provider", "direction"],
+            registry=r,
+        )
+        self._shared = Counter(
+            "ccbalancer_shared_total",
+            "Requests by sharing role (follower and cache are served without an upstream call).",
+            ["role"],
+            registry=r,
+        )
+        self._ttfb = Histogram(
+            "ccbalancer_time_to_first_byte_seconds",
+            "Admission to the first byte written to the client.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._ttfc = Histogram(
+            "ccbalancer_time_to_first_content_seconds",
+            "Upstream send to the first content block.",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._duration = Histogram(
+            "ccbalancer_request_duration_seconds",
+            "Admission to the end of the response.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self._forward = Histogram(
+            "ccbalancer_event_forward_seconds",
+            "Upstream receive to client write, per event and subscriber.",
+            buckets=FORWARD_BUCKETS,
+            registry=r,
+        )
+        self._streams = Gauge("ccbalancer_active_streams", "Open upstream streams.", registry=r)
+        self._subscribers = Gauge(
+            "ccbalancer_active_subscribers", "Clients attached to a stream.", registry=r
+        )
+        self._state = Gauge(
+            "ccbalancer_provider_state",
+            "1 for the provider's current health state, 0 for the others.",
+            ["provider", "state"],
+            registry=r,
+        )
+
+    def request_finished(self, record: RequestRecord) -> None:
+        provider = record.provider or NO_PROVIDER
+        self._requests.labels(provider, _bounded(record.outcome, OUTCOMES)).inc()
+        self._shared.labels(_bounded(record.role, ROLES)).inc()
+        self._duration.observe(record.duration)
+        if record.ttfb is not None:
+            self._ttfb.labels(provider).observe(record.ttfb)
+        if record.ttfc is not None:
+            self._ttfc.labels(provider).observe(record.ttfc)
+        if record.provider:
+            # Zero increments still create the series, so a provider shows up at 0, not absent.
+            self._tokens.labels(provider, "input").inc(record.input_tokens)
+            self._tokens.labels(provider, "output").inc(record.output_tokens)
+        for attempt in record.attempts:
+            self._attempts.labels(
+                attempt.provider, _bounded(attempt.outcome, ATTEMPT_OUTCOMES)
+            ).inc()
+            if attempt.outcome == "failover":
+                self._failovers.labels(attempt.provider, _bounded(attempt.reason, REASONS)).inc()
+
+    def event_forwarded(self, seconds: float) -> None:
+        self._forward.observe(seconds)
+
+    def stream_opened(self) -> None:
+        self._streams.inc()
+
+    def stream_closed(self) -> None:
+        self._streams.dec()
+
+    def subscriber_added(self) -> None:
+        self._subscribers.inc()
+
+    def subscriber_removed(self) -> None:
+        self._subscribers.dec()
+
+    def provider_state(self, provider: str, state: str) -> None:
+        if state not in PROVIDER_STATES:
+            raise ValueError(f"unknown provider state {state!r}; expected one of {PROVIDER_STATES}")
+        for name in PROVIDER_STATES:
+            self._state.labels(provider, name).set(1 if name == state else 0)
+
+    def forget_provider(self, provider: str) -> None:
+        for metric in (
+            self._requests,
+            self._attempts,
+            self._failovers,
+            self._tokens,
+            self._ttfb,
+            self._ttfc,
+            self._state,
+        ):
+            metric.remove_by_labels({"provider": provider})
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

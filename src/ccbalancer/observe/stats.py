@@ -1,0 +1,178 @@
+"""``ccbalancer stats``: a per-provider summary of the request history.
+
+Reading of the table (all over the ``--since`` window):
+
+- *requests*: requests that involved the provider — every request that tried it, plus
+  shared/cached requests it served; *errors*: those where the provider failed (an attempt that
+  failed over or broke mid-stream). A provider that fails before commit therefore shows its
+  errors even though the client was served by another one.
+- *TTFT*: time to first content when recorded (leaders), else time to first byte; cached
+  replays are left out (they would flatter the provider). Percentiles are nearest-rank.
+- *tokens*: from requests that made an upstream call (leader / none), so shared responses are
+  not counted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sqlite3
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccbalancer.errors import ConfigError
+from ccbalancer.observe.history import History
+
+DEFAULT_DB = "logs/history.sqlite3"
+DEFAULT_CONFIG = "config.yaml"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SINCE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", re.IGNORECASE)
+_FAILED_ATTEMPT = frozenset({"failover", "mid_stream"})
+_FAILED_OUTCOME = frozenset({"error", "mid_stream_error"})
+_UPSTREAM_ROLES = frozenset({"leader", "none"})  # roles that made their own upstream call
+
+
+def parse_since(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"2d"`` -> seconds."""
+    match = _SINCE.fullmatch(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"invalid duration {text!r}: use a positive number and a unit s, m, h or d "
+            "(for example 90s, 15m, 1h, 2d)"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile: a value that actually occurred, no interpolation."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class _Line:
+    requests: int = 0
+    errors: int = 0
+    ttft: list[float] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def cells(self, name: str) -> list[str]:
+        rate = f"{100 * self.errors / self.requests:.1f}" if self.requests else "-"
+        p50, p95 = percentile(self.ttft, 50), percentile(self.ttft, 95)
+        return [
+            name,
+            str(self.requests),
+            str(self.errors),
+            rate,
+            "-" if p50 is None else f"{p50:.0f}",
+            "-" if p95 is None else f"{p95:.0f}",
+            str(self.input_tokens),
+            str(self.output_tokens),
+        ]
+
+
+def _ttft(row: dict[str, Any]) -> float | None:
+    value = row.get("ttfc_ms")
+    return value if value is not None else row.get("ttfb_ms")
+
+
+def _summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, _Line], _Line]:
+    lines: dict[str, _Line] = {}
+    total = _Line()
+    for row in rows:
+        served = row["provider"]
+        failed = {a["provider"] for a in row["attempts"] if a["outcome"] in _FAILED_ATTEMPT}
+        involved = {a["provider"] for a in row["attempts"]} | ({served} if served else set())
+        if not row["attempts"] and served and row["outcome"] in _FAILED_OUTCOME:
+            failed.add(served)  # a follower/cache record that only names its provider
+        for name in involved:
+            line = lines.setdefault(name, _Line())
+            line.requests += 1
+            line.errors += name in failed
+        total.requests += 1
+        total.errors += row["outcome"] in _FAILED_OUTCOME
+        ttft = _ttft(row)
+        if ttft is not None and row["role"] != "cache" and row["outcome"] == "ok":
+            total.ttft.append(ttft)
+            if served:
+                lines.setdefault(served, _Line()).ttft.append(ttft)
+        if row["role"] in _UPSTREAM_ROLES:
+            total.input_tokens += row["input_tokens"]
+            total.output_tokens += row["output_tokens"]
+            if served:
+                lines[served].input_tokens += row["input_tokens"]
+                lines[served].output_tokens += row["output_tokens"]
+    return lines, total
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    return [fmt(header), *(fmt(r) for r in body)]
+
+
+def format_stats(rows: list[dict[str, Any]], since_label: str) -> str:
+    if not rows:
+        return f"no requests in the last {since_label}"
+    lines, total = _summarise(rows)
+    header = ["provider", "requests", "errors", "error %", "p50 TTFT ms", "p95 TTFT ms"]
+    header += ["input tokens", "output tokens"]
+    body = [lines[name].cells(name) for name in sorted(lines)]
+    body.append(total.cells("total"))
+    out = [f"ccbalancer stats: last {since_label}, {len(rows)} requests", ""]
+    out += _table(header, body)
+    roles = Counter(row["role"] for row in rows)
+    out += ["", "by role: " + ", ".join(f"{role} {n}" for role, n in sorted(roles.items()))]
+    outcomes = Counter(row["outcome"] for row in rows)
+    out.append("by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())))
+    return "\n".join(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", default="1h", help="time window, e.g. 90s, 15m, 1h, 2d")
+    parser.add_argument("-c", "--config", help="config file (to find settings.history.path)")
+    parser.add_argument("--db", help="history database path (overrides the config)")
+
+
+def _db_path(args: argparse.Namespace) -> str:
+    if args.db:
+        return str(args.db)
+    explicit = args.config or os.environ.get("CCBALANCER_CONFIG")
+    if not explicit and not Path(DEFAULT_CONFIG).exists():
+        return DEFAULT_DB
+    # Imported here: the rest of observe/ must not depend on config, only this command does.
+    from ccbalancer.config.load import load_config  # noqa: PLC0415
+
+    return load_config(explicit or DEFAULT_CONFIG).settings.history.path
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        since = parse_since(args.since)
+        path = _db_path(args)
+    except (ValueError, ConfigError) as exc:
+        print(f"ccbalancer stats: {exc}", file=sys.stderr)
+        return 2
+    if not Path(path).is_file():
+        print(f"no history yet at {path}")
+        return 0
+    try:
+        rows = History.query(path, since)
+    except sqlite3.Error as exc:
+        print(f"ccbalancer stats: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    print(format_stats(rows, args.since))
+    return 0
