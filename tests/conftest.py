@@ -46,7 +46,9 @@ def _fail_on_blocked_loop(caplog: pytest.LogCaptureFixture) -> Any:
     mode reports such callbacks; the bound is generous because these machines are shared)."""
     caplog.set_level(logging.WARNING, logger="asyncio")
     yield
-    blocked = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
+    blocked = [
+        r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()
+    ]
     assert not blocked, f"the event loop was blocked: {blocked}"
 
 
@@ -77,8 +79,9 @@ def config_text(
         names.append(name)
         base = mock.anthropic_url(name) if kind == "anthropic" else mock.openai_url(name)
         extra = (provider_extra or {}).get(name, "")
+        key = f"sk-prov-{name}-secret"
         lines.append(
-            f'  - {{name: {name}, type: {kind}, base_url: "{base}", auth_value: "sk-prov-{name}-secret"{extra}}}'
+            f'  - {{name: {name}, type: {kind}, base_url: "{base}", auth_value: "{key}"{extra}}}'
         )
     lines.append("model_routes:")
     for pattern, entries in (routes or {"*": list(names)}).items():
@@ -107,9 +110,13 @@ class Balancer:
     session: aiohttp.ClientSession
     clock: list[float] = field(default_factory=lambda: [0.0])
 
-    async def post(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    async def post(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         return await self.session.post(
-            self.url + "/v1/messages", json=body, headers={"x-api-key": "sk-client-1", **(headers or {})}
+            self.url + "/v1/messages",
+            json=body,
+            headers={"x-api-key": "sk-client-1", **(headers or {})},
         )
 
 
@@ -121,14 +128,18 @@ async def balancer_factory() -> AsyncIterator[BalancerFactory]:
     """Starts balancers on port 0; ``await factory(config_or_text, clock=...)``."""
     started: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
 
-    async def start(config: Config | str, *, config_path: str | None = None, manual_clock: bool = False) -> Balancer:
+    async def start(
+        config: Config | str, *, config_path: str | None = None, manual_clock: bool = False
+    ) -> Balancer:
         if isinstance(config, str):
             config = parse_config(config, "<test>")
         clock_box = [1000.0]
         clock = (lambda: clock_box[0]) if manual_clock else None
         runtime = Runtime(config, config_path, **({"clock": clock} if clock else {}), history=False)
         app = build_app(runtime)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -143,7 +154,9 @@ async def balancer_factory() -> AsyncIterator[BalancerFactory]:
         await runner.cleanup()
 
 
-def msg(text: str = "Hello", *, stream: bool = True, model: str = "claude-sonnet-4-5", **extra: Any) -> dict[str, Any]:
+def msg(
+    text: str = "Hello", *, stream: bool = True, model: str = "claude-sonnet-4-5", **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": 256,

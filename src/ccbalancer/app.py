@@ -11,7 +11,9 @@ from ccbalancer.runtime import RUNTIME, Runtime
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[auth.guard], client_max_size=runtime.config.settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[auth.guard], client_max_size=runtime.config.settings.max_body_bytes
+    )
     app[RUNTIME] = runtime
     app.router.add_post("/v1/messages", handler.messages)
     app.router.add_post("/v1/messages/count_tokens", info.count_tokens)

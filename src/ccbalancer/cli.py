@@ -83,7 +83,9 @@ async def serve_app(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        runtime.log.info("shutting_down", drain_timeout=settings.drain_timeout, live=runtime.hub.live)
+        runtime.log.info(
+            "shutting_down", drain_timeout=settings.drain_timeout, live=runtime.hub.live
+        )
         await site.stop()
         deadline = time.monotonic() + runtime.config.settings.drain_timeout
         await runtime.hub.drain(max(0.0, deadline - time.monotonic()))
@@ -157,8 +159,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "  export ANTHROPIC_AUTH_TOKEN=demo\n\n"
                     "Or watch a stream:\n"
                     f"  curl -N {base}/v1/messages -H 'content-type: application/json' "
-                    "-d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"stream\":true,"
-                    "\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n\n"
+                    '-d \'{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,'
+                    '"messages":[{"role":"user","content":"Hello"}]}\'\n\n'
                     f"Provider state: curl {base}/providers    Metrics: curl {base}/metrics\n"
                     "Ctrl-C stops it.\n",
                     flush=True,
@@ -182,9 +184,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         auth = "passthrough" if p.passthrough_auth else (p.auth_type if p.auth_value else "none")
         proxy = " via proxy" if p.proxy else ""
         print(f"  {p.name:<20} {p.type:<9} {state:<8} auth={auth}{proxy}  weight={p.weight:g}")
-    print(f"\nroutes (strategy: {config.settings.selection_strategy}; exact keys first, then globs in order):")
+    strategy = config.settings.selection_strategy
+    print(f"\nroutes (strategy: {strategy}; exact keys first, then globs in file order):")
     for key, entries in config.model_routes.items():
-        targets = ", ".join(f"{e.priority}:{e.provider}({e.model})" for e in sorted(entries, key=lambda e: e.priority))
+        targets = ", ".join(
+            f"{e.priority}:{e.provider}({e.model})"
+            for e in sorted(entries, key=lambda e: e.priority)
+        )
         print(f"  {key:<24} -> {targets}")
     if args.probe:
         return asyncio.run(_probe(config))
@@ -205,17 +211,30 @@ async def _probe(config: Config) -> int:
                 print(f"  {p.name:<20} skipped (disabled)")
                 continue
             model = next(
-                (e.model for entries in config.model_routes.values() for e in entries if e.provider == p.name and e.model != "passthrough"),
+                (
+                    e.model
+                    for entries in config.model_routes.values()
+                    for e in entries
+                    if e.provider == p.name and e.model != "passthrough"
+                ),
                 "claude-haiku-4-5",
             )
             dialect = runtime.dialects[p.type]
-            body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
+            body = {
+                "model": model,
+                "max_tokens": 1,
+                "messages": [{"role": "user", "content": "ping"}],
+            }
             headers = dialect.headers({}, "" if p.passthrough_auth else p.auth_value, p.auth_type)
             headers.update(p.headers)
             started = time.perf_counter()
             try:
                 resp = await runtime.client.open(
-                    p, dialect.url(p.base_url, ""), headers, dialect.body(body, model), config.settings.timeouts.non_streaming
+                    p,
+                    dialect.url(p.base_url, ""),
+                    headers,
+                    dialect.body(body, model),
+                    config.settings.timeouts.non_streaming,
                 )
                 status = resp.status
                 answer = await resp.body(4096)
@@ -244,23 +263,31 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ccbalancer", description="Streaming load balancer for Claude Code")
+    parser = argparse.ArgumentParser(
+        prog="ccbalancer", description="Streaming load balancer for Claude Code"
+    )
     parser.add_argument("--version", action="version", version=f"ccbalancer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the balancer")
-    serve.add_argument("-c", "--config", help="config file (default: $CCBALANCER_CONFIG or ./config.yaml)")
+    serve.add_argument(
+        "-c", "--config", help="config file (default: $CCBALANCER_CONFIG or ./config.yaml)"
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="run with built-in simulated providers (no keys, no network)")
+    demo = sub.add_parser(
+        "demo", help="run with built-in simulated providers (no keys, no network)"
+    )
     demo.add_argument("--port", type=int, default=9090)
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check", help="validate the config and print the routing table")
     check.add_argument("-c", "--config")
-    check.add_argument("--probe", action="store_true", help="send one tiny request to each provider")
+    check.add_argument(
+        "--probe", action="store_true", help="send one tiny request to each provider"
+    )
     check.set_defaults(func=cmd_check)
 
     init = sub.add_parser("init", help="write a commented starter config")
@@ -281,9 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats_parser.set_defaults(func=stats.run)
 
     with contextlib.suppress(ImportError):
-        from ccbalancer.bench import cli as bench
+        from ccbalancer.bench import cli as bench  # type: ignore[attr-defined,unused-ignore]
 
-        bench_parser = sub.add_parser("bench", help="load generator: direct vs through the balancer")
+        bench_parser = sub.add_parser(
+            "bench", help="load generator: direct vs through the balancer"
+        )
         bench.add_arguments(bench_parser)
         bench_parser.set_defaults(func=bench.run)
     return parser

@@ -25,7 +25,13 @@ from ccbalancer.dialects.base import Dialect
 from ccbalancer.dialects.openai import OpenAIDialect
 from ccbalancer.errors import ConfigError
 from ccbalancer.observe.history import History
-from ccbalancer.observe.logs import Redactor, debug_enabled, get_logger, log_event_timing, log_request
+from ccbalancer.observe.logs import (
+    Redactor,
+    debug_enabled,
+    get_logger,
+    log_event_timing,
+    log_request,
+)
 from ccbalancer.observe.metrics import Metrics
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy.attempt import Attempts
@@ -41,12 +47,16 @@ SWEEP_INTERVAL = 5.0
 
 
 def secrets_of(config: Config) -> list[str]:
-    found = [p.auth_value for p in config.providers if p.auth_value and p.auth_value != "passthrough"]
+    found = [
+        p.auth_value for p in config.providers if p.auth_value and p.auth_value != "passthrough"
+    ]
     found += list(config.settings.auth.keys) + list(config.settings.admin_keys)
     for provider in config.providers:
         if provider.proxy and "@" in provider.proxy:
             found.append(provider.proxy.split("://", 1)[-1].rsplit("@", 1)[0])
-        found += [v for k, v in provider.headers.items() if k.lower() in ("authorization", "x-api-key")]
+        found += [
+            v for k, v in provider.headers.items() if k.lower() in ("authorization", "x-api-key")
+        ]
     return found
 
 
@@ -81,10 +91,17 @@ class Runtime:
             dedup.orphan_grace,
             settings.timeouts.caching.deduplication_timeout,
         )
-        self.dialects: dict[str, Dialect] = {"anthropic": AnthropicDialect(), "openai": OpenAIDialect()}
-        self.attempts = Attempts(self.client, self.planner, self.health, self.dialects, self._failover)
+        self.dialects: dict[str, Dialect] = {
+            "anthropic": AnthropicDialect(),
+            "openai": OpenAIDialect(),
+        }
+        self.attempts = Attempts(
+            self.client, self.planner, self.health, self.dialects, self._failover
+        )
         self.history: History | None = (
-            History(settings.history.path, settings.history.retention_days)
+            History(
+                settings.history.path, settings.history.retention_days, scrub=self.redactor.scrub
+            )
             if history and settings.history.enabled
             else None
         )
@@ -128,7 +145,9 @@ class Runtime:
         if self.history is not None:
             self.history.add(record)
 
-    def event_tracer(self, request_id: str, sub_id: int) -> Callable[[int, float, float], None] | None:
+    def event_tracer(
+        self, request_id: str, sub_id: int
+    ) -> Callable[[int, float, float], None] | None:
         """Per-event DEBUG timing, or None (the hot path then pays nothing)."""
         if not debug_enabled(self.log):
             return None
@@ -153,7 +172,9 @@ class Runtime:
         old = self.config
         settings = config.settings
         self.redactor.add(*secrets_of(config))
-        self.health.reconcile((p.name for p in config.providers), HealthPolicy.from_settings(settings))
+        self.health.reconcile(
+            (p.name for p in config.providers), HealthPolicy.from_settings(settings)
+        )
         self.planner.set_strategy(settings.selection_strategy)
         self.client.reconcile(config.providers)
         self.hub.configure(
@@ -176,13 +197,19 @@ class Runtime:
         if self.config_path is None:
             raise ConfigError("<none>", "", "the balancer was not started from a config file")
         try:
-            config = load_config(self.config_path, warn=lambda text: self.log.warning("config", message=text))
+            config = load_config(
+                self.config_path, warn=lambda text: self.log.warning("config", message=text)
+            )
         except ConfigError as error:
-            self.log.error("reload_failed", source=source, file=error.path, key=error.key, reason=error.reason)
+            self.log.error(
+                "reload_failed", source=source, file=error.path, key=error.key, reason=error.reason
+            )
             raise
         self.apply(config)
         self._mtime = self._config_mtime()
-        self.log.info("reloaded", source=source, file=self.config_path, providers=len(config.providers))
+        self.log.info(
+            "reloaded", source=source, file=self.config_path, providers=len(config.providers)
+        )
         return config
 
     def _config_mtime(self) -> float | None:

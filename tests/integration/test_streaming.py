@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import aiohttp
-import orjson
 from aiohttp import web
 
-from ccbalancer.mock import MockServer, Script
+from ccbalancer.mock import Script
 from tests.conftest import config_text, msg, read_events
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -59,7 +57,9 @@ async def test_passthrough_is_byte_exact(balancer_factory, mock):
     recorded = (FIXTURES / "mock-tool-use-stream.sse").read_bytes()
 
     async def upstream(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "request-id": "req_rec_1"})
+        resp = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "request-id": "req_rec_1"}
+        )
         await resp.prepare(request)
         for i in range(0, len(recorded), 97):  # odd-sized TCP writes split events anywhere
             await resp.write(recorded[i : i + 97])
@@ -73,7 +73,9 @@ async def test_passthrough_is_byte_exact(balancer_factory, mock):
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        text = config_text(mock, ["rec"]).replace(mock.anthropic_url("rec"), f"http://127.0.0.1:{port}/rec")
+        text = config_text(mock, ["rec"]).replace(
+            mock.anthropic_url("rec"), f"http://127.0.0.1:{port}/rec"
+        )
         b = await balancer_factory(text)
         resp = await b.post(msg())
         body = await resp.read()
@@ -108,15 +110,28 @@ async def test_non_streaming_client_gets_the_accumulated_message(mock, balancer_
     message = await resp.json()
     assert message["type"] == "message"
     assert message["id"].startswith("msg_")
-    assert [block["type"] for block in message["content"]] == ["redacted_thinking", "thinking", "tool_use"]
-    assert message["content"][2]["input"] == {"command": "echo CCB_TOOL_OK", "description": message["content"][2]["input"].get("description")} or message["content"][2]["input"]["command"] == "echo CCB_TOOL_OK"
+    assert [block["type"] for block in message["content"]] == [
+        "redacted_thinking",
+        "thinking",
+        "tool_use",
+    ]
+    assert (
+        message["content"][2]["input"]
+        == {
+            "command": "echo CCB_TOOL_OK",
+            "description": message["content"][2]["input"].get("description"),
+        }
+        or message["content"][2]["input"]["command"] == "echo CCB_TOOL_OK"
+    )
     assert message["stop_reason"] == "tool_use"
     assert message["usage"]["output_tokens"] > 0
     # the upstream was asked to stream even though the client did not
     assert mock.requests("a")[-1].body["stream"] is True
 
 
-async def test_upstream_headers_and_query_are_forwarded_and_hop_by_hop_dropped(mock, balancer_factory):
+async def test_upstream_headers_and_query_are_forwarded_and_hop_by_hop_dropped(
+    mock, balancer_factory
+):
     b = await balancer_factory(config_text(mock, ["a"]))
     resp = await b.session.post(
         b.url + "/v1/messages?beta=true",
@@ -144,7 +159,9 @@ async def test_upstream_headers_and_query_are_forwarded_and_hop_by_hop_dropped(m
 
 
 async def test_route_model_mapping_and_forced_provider(mock, balancer_factory):
-    text = config_text(mock, ["a", "b"], routes={"*sonnet*": [("a", "mapped-model"), ("b", "passthrough")]})
+    text = config_text(
+        mock, ["a", "b"], routes={"*sonnet*": [("a", "mapped-model"), ("b", "passthrough")]}
+    )
     b = await balancer_factory(text)
     resp = await b.post(msg())
     await resp.read()

@@ -47,7 +47,9 @@ def expand_env(value: Any, env: Mapping[str, str], key: str, path: str) -> Any:
 
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{key}.{k}" if key else str(k), path) for k, v in value.items()}
+        return {
+            k: expand_env(v, env, f"{key}.{k}" if key else str(k), path) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [expand_env(v, env, f"{key}[{i}]", path) for i, v in enumerate(value)]
     return value
@@ -98,7 +100,9 @@ def parse_config(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            path, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(path, "", "the file must be a mapping with a 'providers' list")
     legacy: list[str] = []
@@ -137,7 +141,9 @@ def load_config(
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(p), "", "file not found (create one with 'ccbalancer init')") from None
+        raise ConfigError(
+            str(p), "", "file not found (create one with 'ccbalancer init')"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), "", f"cannot read: {exc}") from None
     return parse_config(text, str(p), env, warn)

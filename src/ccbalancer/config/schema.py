@@ -191,8 +191,10 @@ class Config(_Frozen):
             for j, entry in enumerate(entries):
                 if entry.provider not in seen:
                     problems.append(
-                        (f"model_routes.{pattern}[{j}].provider",
-                         f"unknown provider {entry.provider!r}")
+                        (
+                            f"model_routes.{pattern}[{j}].provider",
+                            f"unknown provider {entry.provider!r}",
+                        )
                     )
         return problems
 

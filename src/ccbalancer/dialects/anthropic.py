@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from ccbalancer.dialects.headers import forwardable
+from ccbalancer.errors import error_type_for_status
 from ccbalancer.sse.event import Event, encode_event
 from ccbalancer.sse.parser import SSEParser
 
@@ -112,12 +113,18 @@ def message_to_events(body: bytes) -> list[Event]:
                 {"type": "content_block_start", "index": index, "content_block": block},
             )
         )
-        events.append(encode_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        events.append(
+            encode_event("content_block_stop", {"type": "content_block_stop", "index": index})
+        )
     delta = {"stop_reason": value.get("stop_reason"), "stop_sequence": value.get("stop_sequence")}
     events.append(
         encode_event(
             "message_delta",
-            {"type": "message_delta", "delta": delta, "usage": {"output_tokens": usage.get("output_tokens", 0)}},
+            {
+                "type": "message_delta",
+                "delta": delta,
+                "usage": {"output_tokens": usage.get("output_tokens", 0)},
+            },
         )
     )
     events.append(encode_event("message_stop", {"type": "message_stop"}))
@@ -126,8 +133,6 @@ def message_to_events(body: bytes) -> list[Event]:
 
 def anthropic_error(status: int, body: bytes) -> tuple[str, str]:
     """(error type, message) from an Anthropic-style error body; tolerant of anything."""
-    from ccbalancer.errors import error_type_for_status
-
     fallback_type = error_type_for_status(status)
     try:
         value = orjson.loads(body)

@@ -36,7 +36,9 @@ class Dialect(Protocol):
         ``upstream_model`` the model to ask for. The upstream call always streams."""
         ...
 
-    def headers(self, client_headers: dict[str, str], credential: str, auth_type: str) -> dict[str, str]:
+    def headers(
+        self, client_headers: dict[str, str], credential: str, auth_type: str
+    ) -> dict[str, str]:
         """Upstream request headers: forwarded client headers plus the credential."""
         ...
 

@@ -27,7 +27,7 @@ def _text_chars(value: Any) -> tuple[int, int]:
             if not isinstance(block, dict):
                 continue
             kind = block.get("type")
-            if kind == "image" or kind == "document":
+            if kind in {"image", "document"}:
                 images += 1
             elif kind == "text":
                 chars += len(str(block.get("text", "")))

@@ -21,7 +21,9 @@ _NOT_FORWARDED = HOP_BY_HOP | {
 
 # Upstream response headers the client gets back (request id and rate-limit state, DESIGN.md 4).
 _RETURNED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
-_RETURNED = frozenset({"request-id", "x-request-id", "anthropic-organization-id", "retry-after", "retry-after-ms"})
+_RETURNED = frozenset(
+    {"request-id", "x-request-id", "anthropic-organization-id", "retry-after", "retry-after-ms"}
+)
 
 
 def forwardable(client_headers: Mapping[str, str]) -> dict[str, str]:

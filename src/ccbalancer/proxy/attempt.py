@@ -56,10 +56,17 @@ class Attempts:
         plan = self.planner.plan(config, job.model, job.session, job.forced)
         if plan.route_key is None and not plan.candidates:
             if job.forced and plan.skipped:
-                broadcast.fail(Failure(400, "invalid_request_error", f"unknown provider {job.forced!r}", False))
+                broadcast.fail(
+                    Failure(400, "invalid_request_error", f"unknown provider {job.forced!r}", False)
+                )
             else:
                 broadcast.fail(
-                    Failure(404, "not_found_error", f"no route for model {job.model!r} in the balancer's config", False)
+                    Failure(
+                        404,
+                        "not_found_error",
+                        f"no route for model {job.model!r} in the balancer's config",
+                        False,
+                    )
                 )
             return
         errors: list[UpstreamError] = []
@@ -83,7 +90,9 @@ class Attempts:
                     self.planner.failed(plan.route_key, job.session, candidate.provider)
                     return
                 if not _fails_over(error, provider):
-                    job.outcome.attempts.append(_attempt_record(candidate.provider, "client_error", error))
+                    job.outcome.attempts.append(
+                        _attempt_record(candidate.provider, "client_error", error)
+                    )
                     broadcast.fail(respond.client_error_failure(error))
                     return
                 job.outcome.attempts.append(_attempt_record(candidate.provider, "failover", error))
@@ -101,7 +110,11 @@ class Attempts:
             if verdict is None:
                 self.planner.succeeded(config, plan.route_key, job.session, candidate.provider)
                 return
-        broadcast.fail(respond.all_failed(job.model, errors, skipped, self._retry_after(config, plan.retry_after)))
+        broadcast.fail(
+            respond.all_failed(
+                job.model, errors, skipped, self._retry_after(config, plan.retry_after)
+            )
+        )
 
     def _retry_after(self, config: Config, planned: float | None) -> float:
         """Shortest remaining cooldown among the route's providers, clamped to 1-60 s."""
@@ -127,10 +140,7 @@ class Attempts:
         name = provider.name
         loop = asyncio.get_running_loop()
         sent = time.perf_counter()
-        phase = "first_event"
-        held: list[Event] = []
-        outcome = job.outcome
-        saw_delta = False
+        publisher: _Publisher | None = None
         try:
             async with asyncio.timeout(timeouts.first_event_timeout) as deadline:
                 resp = await self.client.open(provider, url, headers, body, timeouts.streaming)
@@ -139,89 +149,41 @@ class Attempts:
                     if resp.status != 200:
                         raise await _status_error(resp, dialect, name, job.config)
                     decoder = dialect.decoder(job.model, resp.content_type)
-                    while True:
-                        chunk = await resp.chunk()
-                        if not chunk:
-                            break
+                    content_wait = timeouts.streaming.read_timeout
+
+                    def first_event() -> None:
+                        # pings do not extend this: content must follow within read_timeout
+                        deadline.reschedule(loop.time() + content_wait)
+
+                    publisher = _Publisher(
+                        broadcast, job.outcome, Head(name, returned(resp.headers)), sent, ttfb,
+                        first_event, lambda: deadline.reschedule(None),
+                    )  # fmt: skip
+                    push = publisher.push
+                    while chunk := await resp.chunk():
                         try:
                             events = decoder.feed(chunk, time.perf_counter())
                         except ValueError as exc:
                             raise UpstreamProtocolError(name, f"malformed stream: {exc}") from None
                         for event in events:
-                            kind = event.name or _name_of(event)
-                            if broadcast.head is None:
-                                if phase == "first_event":
-                                    # pings do not extend this: content must follow within read_timeout
-                                    phase = "first_content"
-                                    deadline.reschedule(loop.time() + timeouts.streaming.read_timeout)
-                                if kind == "content_block_start":
-                                    outcome.ttfc = time.perf_counter() - sent
-                                    outcome.provider = name
-                                    deadline.reschedule(None)
-                                    held.append(_checked(event, name))
-                                    broadcast.commit(Head(name, returned(resp.headers)), held)
-                                    outcome.attempts.append(Attempt(name, "ok", ttfb=ttfb))
-                                    outcome.events = len(held)
-                                    continue
-                                if kind == "error":
-                                    raise _stream_error(event, name)
-                                if kind == "message_start":
-                                    _read_start(event, outcome, name)
-                                    event = _checked(event, name)
-                                held.append(event)
-                                continue
-                            if kind == "message_delta":
-                                saw_delta = True
-                                _read_delta(_checked(event, name), outcome)
-                            elif kind == "error":
-                                raise _stream_error(event, name, append_to=broadcast)
-                            else:
-                                _checked(event, name)
-                            if kind == "message_stop":
-                                broadcast.append(event)
-                                outcome.events += 1
-                                broadcast.finish()
+                            if push(event):
                                 return
-                            broadcast.append(event)
-                            outcome.events += 1
                     try:
                         tail = decoder.close()
                     except ValueError as exc:
                         raise UpstreamProtocolError(name, f"stream cut: {exc}") from None
-                    if tail:
-                        # a whole-body answer (JSON) decoded at EOF: publish like a stream
-                        for event in tail:
-                            kind = event.name or _name_of(event)
-                            if broadcast.head is None and kind == "error":
-                                raise _stream_error(event, name)
-                            if broadcast.head is None and kind == "content_block_start":
-                                outcome.ttfc = time.perf_counter() - sent
-                                outcome.provider = name
-                                broadcast.commit(Head(name, returned(resp.headers)), held)
-                                outcome.attempts.append(Attempt(name, "ok", ttfb=ttfb))
-                            if kind == "message_start":
-                                _read_start(event, outcome, name)
-                            if kind == "message_delta":
-                                saw_delta = True
-                                _read_delta(event, outcome)
-                            if broadcast.head is None:
-                                held.append(event)
-                            else:
-                                broadcast.append(event)
-                                outcome.events += 1
-                    if broadcast.head is None:
-                        raise UpstreamProtocolError(name, "stream ended before any content")
-                    if not saw_delta:
-                        raise UpstreamProtocolError(name, "stream ended before message_delta")
-                    if not tail or tail[-1].type != "message_stop":
-                        broadcast.append(_MESSAGE_STOP)  # complete without it: DESIGN.md 5.7
-                        outcome.events += 1
-                    broadcast.finish()
+                    for event in tail:  # a whole-body (JSON) answer decodes only at EOF
+                        if push(event):
+                            return
+                    publisher.end()
                 finally:
                     resp.close()
         except TimeoutError:
-            seconds = timeouts.first_event_timeout if phase == "first_event" else timeouts.streaming.read_timeout
-            raise UpstreamTimeout(name, phase, seconds) from None
+            if publisher is not None and publisher.seen_event:
+                raise UpstreamTimeout(
+                    name, "first_content", timeouts.streaming.read_timeout
+                ) from None
+            raise UpstreamTimeout(name, "first_event", timeouts.first_event_timeout) from None
 
     def _fail_committed(self, job: Job, broadcast: Broadcast, error: UpstreamError) -> None:
         """After commit: end the stream with a proper ``event: error`` (never fake text)."""
@@ -229,6 +191,86 @@ class Attempts:
         if not (isinstance(error, UpstreamStreamError) and error.published):
             broadcast.append(respond.error_event(error))
         broadcast.fail(respond.mid_stream_failure(error))
+
+
+class _Publisher:
+    """Decoded events -> the broadcast. Holds ``message_start``/``ping`` until the first
+    content block (the commit), validates JSON, and notes usage and stop reason."""
+
+    __slots__ = (
+        "broadcast", "head", "held", "on_commit", "on_first_event", "outcome", "saw_delta",
+        "seen_event", "sent", "ttfb",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        outcome: Outcome,
+        head: Head,
+        sent: float,
+        ttfb: float,
+        on_first_event: Callable[[], None],
+        on_commit: Callable[[], None],
+    ) -> None:
+        self.broadcast = broadcast
+        self.outcome = outcome
+        self.head = head
+        self.sent = sent
+        self.ttfb = ttfb
+        self.on_first_event = on_first_event
+        self.on_commit = on_commit
+        self.held: list[Event] = []
+        self.seen_event = False
+        self.saw_delta = False
+
+    def push(self, event: Event) -> bool:
+        """Publish or hold one event; True once the stream is complete (message_stop)."""
+        provider = self.head.provider
+        kind = event.name or _name_of(event)
+        broadcast = self.broadcast
+        if broadcast.head is None:
+            if not self.seen_event:
+                self.seen_event = True
+                self.on_first_event()
+            if kind == "error":
+                raise _stream_error(event, provider)
+            _checked(event, provider)
+            if kind == "message_start":
+                _read_start(event, self.outcome, provider)
+            self.held.append(event)
+            if kind == "content_block_start":
+                self.on_commit()
+                outcome = self.outcome
+                outcome.ttfc = time.perf_counter() - self.sent
+                outcome.provider = provider
+                outcome.attempts.append(Attempt(provider, "ok", ttfb=self.ttfb))
+                outcome.events = len(self.held)
+                broadcast.commit(self.head, self.held)
+                self.held = []
+            return False
+        if kind == "error":
+            raise _stream_error(event, provider, append_to=broadcast)
+        _checked(event, provider)
+        if kind == "message_delta":
+            self.saw_delta = True
+            _read_delta(event, self.outcome)
+        broadcast.append(event)
+        self.outcome.events += 1
+        if kind == "message_stop":
+            broadcast.finish()
+            return True
+        return False
+
+    def end(self) -> None:
+        """Clean EOF: complete only after message_delta (message_stop is added if missing)."""
+        provider = self.head.provider
+        if self.broadcast.head is None:
+            raise UpstreamProtocolError(provider, "stream ended before any content")
+        if not self.saw_delta:
+            raise UpstreamProtocolError(provider, "stream ended before message_delta")
+        self.broadcast.append(_MESSAGE_STOP)  # complete without it: DESIGN.md section 5.7
+        self.outcome.events += 1
+        self.broadcast.finish()
 
 
 def _counts(error: UpstreamError, config: Config) -> bool:
@@ -239,7 +281,9 @@ def _counts(error: UpstreamError, config: Config) -> bool:
     patterns = config.settings.unhealthy_exception_patterns
     if error.reason in ("connect", "timeout"):
         text = f"{error.reason} {error.message}".lower()
-        return any(p.lower() in text for p in patterns) or error.reason == "timeout" and "timeout" in patterns
+        return any(p.lower() in text for p in patterns) or (
+            error.reason == "timeout" and "timeout" in patterns
+        )
     return True
 
 
@@ -271,7 +315,9 @@ async def _status_error(
         name,
         message,
         status=resp.status,
-        retry_after=respond.parse_retry_after(resp.header("retry-after"), resp.header("retry-after-ms")),
+        retry_after=respond.parse_retry_after(
+            resp.header("retry-after"), resp.header("retry-after-ms")
+        ),
         error_type=error_type,
         headers=returned(resp.headers),
         body=body,
@@ -297,16 +343,22 @@ def _checked(event: Event, provider: str) -> Event:
     try:
         event.json()
     except ValueError:
-        raise UpstreamProtocolError(provider, f"invalid JSON in a {event.name or 'data'} event") from None
+        raise UpstreamProtocolError(
+            provider, f"invalid JSON in a {event.name or 'data'} event"
+        ) from None
     return event
 
 
-def _stream_error(event: Event, provider: str, append_to: Broadcast | None = None) -> UpstreamStreamError:
+def _stream_error(
+    event: Event, provider: str, append_to: Broadcast | None = None
+) -> UpstreamStreamError:
+    error: dict[str, object] = {}
     try:
-        payload = event.json()
-        error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+        found = event.json().get("error")
+        if isinstance(found, dict):
+            error = found
     except ValueError:
-        error = {}
+        pass
     error_type = str(error.get("type") or "api_error")
     message = str(error.get("message") or "upstream sent an error event")[:300]
     exc = UpstreamStreamError(provider, f"{error_type}: {message}", error_type=error_type)
@@ -314,7 +366,9 @@ def _stream_error(event: Event, provider: str, append_to: Broadcast | None = Non
         # forward the provider's own error frame, normalised to the two types Claude Code
         # reacts to with an immediate non-streaming retry
         kind = error_type if error_type in ("overloaded_error", "api_error") else "api_error"
-        append_to.append(encode_event("error", {"type": "error", "error": {"type": kind, "message": message}}))
+        append_to.append(
+            encode_event("error", {"type": "error", "error": {"type": kind, "message": message}})
+        )
         exc.published = True
     return exc
 
@@ -323,9 +377,11 @@ def _read_start(event: Event, outcome: Outcome, provider: str) -> None:
     try:
         message = event.json().get("message") or {}
         usage = message.get("usage") or {}
-        outcome.input_tokens = int(usage.get("input_tokens") or 0) + int(
-            usage.get("cache_read_input_tokens") or 0
-        ) + int(usage.get("cache_creation_input_tokens") or 0)
+        outcome.input_tokens = (
+            int(usage.get("input_tokens") or 0)
+            + int(usage.get("cache_read_input_tokens") or 0)
+            + int(usage.get("cache_creation_input_tokens") or 0)
+        )
     except (ValueError, TypeError, AttributeError):
         raise UpstreamProtocolError(provider, "invalid message_start") from None
 

@@ -55,17 +55,27 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if not _matches(_presented(request), runtime.config.settings.admin_keys):
                 return respond.error_response(401, "authentication_error", "admin key required")
         elif not _loopback(request):
-            return respond.error_response(403, "permission_error", "admin endpoints are loopback-only while auth is off")
-    elif auth.enabled and path not in ALWAYS_OPEN and path not in auth.exempt_paths:
-        if not _matches(_presented(request), auth.keys):
-            return respond.error_response(401, "authentication_error", "invalid x-api-key")
+            return respond.error_response(
+                403, "permission_error", "admin endpoints are loopback-only while auth is off"
+            )
+    elif (
+        auth.enabled
+        and path not in ALWAYS_OPEN
+        and path not in auth.exempt_paths
+        and not _matches(_presented(request), auth.keys)
+    ):
+        return respond.error_response(401, "authentication_error", "invalid x-api-key")
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status == 404:
-            return respond.error_response(404, "not_found_error", f"no such endpoint: {request.method} {path}")
+            return respond.error_response(
+                404, "not_found_error", f"no such endpoint: {request.method} {path}"
+            )
         if exc.status == 405:
-            return respond.error_response(405, "invalid_request_error", f"method {request.method} not allowed on {path}")
+            return respond.error_response(
+                405, "invalid_request_error", f"method {request.method} not allowed on {path}"
+            )
         if exc.status < 400:
             raise
         return respond.error_response(exc.status, "invalid_request_error", exc.reason)

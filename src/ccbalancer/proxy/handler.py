@@ -92,7 +92,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     record.model, record.stream = model, stream
     headers = {k.lower(): v for k, v in request.headers.items()}
     credential = client_credential(headers)
-    session = headers.get("x-claude-code-session-id") or hashlib.sha256(credential.encode()).hexdigest()[:16]
+    session = (
+        headers.get("x-claude-code-session-id")
+        or hashlib.sha256(credential.encode()).hexdigest()[:16]
+    )
     dedup = settings.deduplication
     key = (
         coalescing_key(credential, body, headers, dedup.include_max_tokens_in_signature)
@@ -115,13 +118,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
             forced=forced,
             request_id=request_id,
         )
-        broadcast = hub.lead(key, dedup.max_stream_bytes, lambda b: runtime.produce(job, b), f"upstream:{request_id}")
+        broadcast = hub.lead(
+            key, dedup.max_stream_bytes, lambda b: runtime.produce(job, b), f"upstream:{request_id}"
+        )
         broadcast.meta = job.outcome
         role = "leader" if dedup.enabled else "none"
     record.role = role
     sub_id = hub.subscribe(broadcast)
     runtime.metrics.subscriber_added()
-    response: web.StreamResponse | None = None
     try:
         await writer.wait_ready(broadcast)
         extra = {"x-ccbalancer-request-id": request_id}
@@ -133,8 +137,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             if failure.provider:
                 extra["x-provider-used"] = failure.provider
             record.status, record.outcome, record.error = failure.status, "error", failure.message
-            response = respond.failure_response(failure, extra)
-            return response
+            return respond.failure_response(failure, extra)
         head = broadcast.head
         out_headers = dict(head.headers)
         out_headers.pop("retry-after", None)
@@ -162,13 +165,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
         accumulator = await writer.accumulate(broadcast, sub_id)
         failure = broadcast.failure
         if failure is not None:
-            record.status, record.outcome, record.error = failure.status, "mid_stream_error", failure.message
-            response = respond.failure_response(failure, extra | {"x-provider-used": head.provider})
-            return response
+            record.status, record.outcome, record.error = (
+                failure.status,
+                "mid_stream_error",
+                failure.message,
+            )
+            return respond.failure_response(failure, extra | {"x-provider-used": head.provider})
         record.status = 200
         record.ttfb = time.perf_counter() - t0
-        response = writer.message_response(accumulator, out_headers)
-        return response
+        return writer.message_response(accumulator, out_headers)
     except Lagged:
         record.status, record.outcome, record.error = 500, "error", "client fell behind the stream"
         return respond.error_response(500, "api_error", "response too large to replay; retry")

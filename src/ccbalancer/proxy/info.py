@@ -27,7 +27,9 @@ KNOWN_MODELS = (
 
 
 def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(value), content_type="application/json", headers=headers)
+    return web.Response(
+        status=status, body=orjson.dumps(value), content_type="application/json", headers=headers
+    )
 
 
 async def root(request: web.Request) -> web.Response:
@@ -39,14 +41,18 @@ def providers_view(runtime: Runtime) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for provider in runtime.config.providers:
         snapshot = runtime.health.get(provider.name).snapshot(now)
-        out.append({"name": provider.name, "type": provider.type, "enabled": provider.enabled, **snapshot})
+        out.append(
+            {"name": provider.name, "type": provider.type, "enabled": provider.enabled, **snapshot}
+        )
     return out
 
 
 def _usable(runtime: Runtime) -> int:
     now = runtime.clock()
     return sum(
-        1 for p in runtime.config.providers if p.enabled and runtime.health.get(p.name).available(now)
+        1
+        for p in runtime.config.providers
+        if p.enabled and runtime.health.get(p.name).available(now)
     )
 
 
@@ -69,7 +75,11 @@ async def providers(request: web.Request) -> web.Response:
     return _json(
         {
             "providers": providers_view(runtime),
-            "sharing": {"in_flight": len(hub.inflight), "cached": len(hub.cache), "cache_bytes": hub.cache.bytes},
+            "sharing": {
+                "in_flight": len(hub.inflight),
+                "cached": len(hub.cache),
+                "cache_bytes": hub.cache.bytes,
+            },
             "strategy": runtime.config.settings.selection_strategy,
             "reloads": runtime.reloads,
         }
@@ -80,7 +90,10 @@ def model_ids(config: Config) -> list[str]:
     ids: list[str] = []
     for key in config.model_routes:
         if "*" in key or "?" in key:
-            ids += [m for m in KNOWN_MODELS if config.route_for(m) and config.route_for(m)[0] == key]  # type: ignore[index]
+            for model in KNOWN_MODELS:
+                route = config.route_for(model)
+                if route is not None and route[0] == key:
+                    ids.append(model)
         else:
             ids.append(key)
     return list(dict.fromkeys(ids))
@@ -93,7 +106,12 @@ async def models(request: web.Request) -> web.Response:
         for m in model_ids(runtime.config)
     ]
     return _json(
-        {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
     )
 
 
@@ -140,7 +158,9 @@ async def count_tokens(request: web.Request) -> web.Response:
         upstream = dict(body)
         upstream.pop("provider", None)
         upstream["model"] = model if entry.model == "passthrough" else entry.model
-        credential = client_credential(headers) if provider.passthrough_auth else provider.auth_value
+        credential = (
+            client_credential(headers) if provider.passthrough_auth else provider.auth_value
+        )
         out_headers = dialect.headers(headers, credential, provider.auth_type)
         out_headers.update(provider.headers)
         url = provider.base_url + "/v1/messages/count_tokens"
@@ -148,7 +168,11 @@ async def count_tokens(request: web.Request) -> web.Response:
             url += "?" + request.query_string
         try:
             resp = await runtime.client.open(
-                provider, url, out_headers, orjson.dumps(upstream), config.settings.timeouts.non_streaming
+                provider,
+                url,
+                out_headers,
+                orjson.dumps(upstream),
+                config.settings.timeouts.non_streaming,
             )
         except UpstreamError:
             continue
@@ -159,9 +183,15 @@ async def count_tokens(request: web.Request) -> web.Response:
             resp.close()
         if status == 200:
             return web.Response(
-                body=answer, content_type="application/json", headers={"x-provider-used": provider.name}
+                body=answer,
+                content_type="application/json",
+                headers={"x-provider-used": provider.name},
             )
         if 400 <= status < 500 and status not in config.settings.unhealthy_http_codes:
             error_type, message = dialect.error(status, answer)
-            return respond.error_response(status, error_type, message, {"x-provider-used": provider.name})
-    return _json({"input_tokens": estimate_input_tokens(body)}, headers={"x-ccbalancer-estimated": "true"})
+            return respond.error_response(
+                status, error_type, message, {"x-provider-used": provider.name}
+            )
+    return _json(
+        {"input_tokens": estimate_input_tokens(body)}, headers={"x-ccbalancer-estimated": "true"}
+    )

@@ -51,7 +51,12 @@ def failure_response(failure: Failure, extra: dict[str, str]) -> web.Response:
     headers = dict(failure.headers)
     headers.update(extra)
     if failure.body is not None:
-        return web.Response(status=failure.status, body=failure.body, headers=headers, content_type=failure.content_type)
+        return web.Response(
+            status=failure.status,
+            body=failure.body,
+            headers=headers,
+            content_type=failure.content_type,
+        )
     return error_response(failure.status, failure.error_type, failure.message, headers)
 
 
@@ -92,14 +97,18 @@ def client_error_failure(error: UpstreamError) -> Failure:
     )
 
 
-def all_failed(model: str, errors: list[UpstreamError], skipped: list[str], retry_after: float) -> Failure:
+def all_failed(
+    model: str, errors: list[UpstreamError], skipped: list[str], retry_after: float
+) -> Failure:
     if len(errors) == 1 and not skipped:
         return _single_failure(errors[0])
     reasons = [f"{e.provider}: {e.short}" for e in errors] + skipped
     message = f"All configured providers for model {model} failed"
     if reasons:
         message += ": " + "; ".join(reasons)
-    return Failure(503, "overloaded_error", message, committed=False, headers=_retry_header(retry_after))
+    return Failure(
+        503, "overloaded_error", message, committed=False, headers=_retry_header(retry_after)
+    )
 
 
 def _single_failure(error: UpstreamError) -> Failure:
@@ -110,13 +119,15 @@ def _single_failure(error: UpstreamError) -> Failure:
                 f"provider {error.provider} refused the balancer's credential for it "
                 f"(HTTP {error.status}); check auth_value in the balancer's config"
             )
-            return Failure(502, "api_error", message, committed=False, provider=error.provider, headers=headers)
+            return Failure(
+                502, "api_error", message, committed=False, provider=error.provider, headers=headers
+            )
         passed = dict(error.headers)
         passed.pop("retry-after", None)
         passed.pop("retry-after-ms", None)
         passed.update(headers)
         passed.update(_retry_header(error.retry_after))
-        status = error.status
+        status = error.status or 502
         return Failure(
             status,
             error.error_type or error_type_for_status(status),
@@ -126,7 +137,9 @@ def _single_failure(error: UpstreamError) -> Failure:
             headers=passed,
         )
     message = f"provider {error.provider} failed: {error.short}"
-    return Failure(503, "overloaded_error", message, committed=False, provider=error.provider, headers=headers)
+    return Failure(
+        503, "overloaded_error", message, committed=False, provider=error.provider, headers=headers
+    )
 
 
 def error_event(error: UpstreamError) -> Event:
@@ -134,7 +147,9 @@ def error_event(error: UpstreamError) -> Event:
     overload-like failures, else ``api_error``: Claude Code retries both at once, non-streaming."""
     error_type = "overloaded_error" if error.error_type == "overloaded_error" else "api_error"
     message = f"upstream {error.provider} failed mid-stream: {error.short}"
-    return encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})
+    return encode_event(
+        "error", {"type": "error", "error": {"type": error_type, "message": message}}
+    )
 
 
 def mid_stream_failure(error: UpstreamError) -> Failure:
@@ -151,5 +166,11 @@ def mid_stream_failure(error: UpstreamError) -> Failure:
 def lagged_event() -> bytes:
     return encode_event(
         "error",
-        {"type": "error", "error": {"type": "api_error", "message": "client fell too far behind the stream; retry"}},
+        {
+            "type": "error",
+            "error": {
+                "type": "api_error",
+                "message": "client fell too far behind the stream; retry",
+            },
+        },
     ).raw

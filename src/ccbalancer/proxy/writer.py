@@ -106,5 +106,8 @@ async def accumulate(broadcast: Broadcast, sub_id: int) -> MessageAccumulator:
 
 def message_response(accumulator: MessageAccumulator, headers: dict[str, str]) -> web.Response:
     return web.Response(
-        status=200, body=orjson.dumps(accumulator.result()), headers=headers, content_type="application/json"
+        status=200,
+        body=orjson.dumps(accumulator.result()),
+        headers=headers,
+        content_type="application/json",
     )

@@ -20,7 +20,12 @@ import aiohttp
 from aiohttp_socks import ProxyConnector
 
 from ccbalancer.config.schema import ProviderConfig, TimeoutPhase
-from ccbalancer.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from ccbalancer.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 
 READ_CHUNK = 2**16
 MAX_ERROR_BODY = 64 * 1024
@@ -131,7 +136,9 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send the request; returns once the status line and headers arrived."""
         session = self._session(provider)
-        http_proxy = provider.proxy if provider.proxy and provider.proxy.startswith("http") else None
+        http_proxy = (
+            provider.proxy if provider.proxy and provider.proxy.startswith("http") else None
+        )
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=timeouts.pool_timeout + timeouts.connect_timeout,
@@ -140,7 +147,12 @@ class UpstreamClient:
         )
         try:
             resp = await session.post(
-                url, data=body, headers=headers, timeout=timeout, proxy=http_proxy, allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                proxy=http_proxy,
+                allow_redirects=False,
             )
         except asyncio.CancelledError:
             raise
@@ -166,7 +178,9 @@ class UpstreamClient:
 
 def _map(provider: str, exc: BaseException) -> UpstreamError:
     """aiohttp/OS exception -> ours, with a message that carries no URL or credential."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError):
+    if isinstance(
+        exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError
+    ):
         return UpstreamConnectError(provider, "TLS/SSL handshake failed")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return UpstreamConnectError(provider, "cannot connect to the configured proxy")
@@ -185,7 +199,9 @@ def _map(provider: str, exc: BaseException) -> UpstreamError:
     if isinstance(exc, ConnectionResetError):
         return UpstreamConnectError(provider, "connection reset by upstream")
     if isinstance(exc, OSError):
-        return UpstreamConnectError(provider, f"network error: {exc.strerror or type(exc).__name__}")
+        return UpstreamConnectError(
+            provider, f"network error: {exc.strerror or type(exc).__name__}"
+        )
     return UpstreamConnectError(provider, f"connection error ({type(exc).__name__})")
 
 
