@@ -273,18 +273,21 @@ class _Publisher:
         self.broadcast.finish()
 
 
+# The words each transport failure answers to in ``unhealthy_exception_patterns`` (the
+# original balancer matched exception texts; ours are classified, so the words are given).
+_PATTERN_WORDS = {"connect": "connection network", "timeout": "timeout network"}
+
+
 def _counts(error: UpstreamError, config: Config) -> bool:
     if not error.counts_against_health:
         return False
     if isinstance(error, UpstreamStatusError):
         return error.unhealthy
-    patterns = config.settings.unhealthy_exception_patterns
-    if error.reason in ("connect", "timeout"):
-        text = f"{error.reason} {error.message}".lower()
-        return any(p.lower() in text for p in patterns) or (
-            error.reason == "timeout" and "timeout" in patterns
-        )
-    return True
+    words = _PATTERN_WORDS.get(error.reason)
+    if words is None:
+        return True  # stream errors, malformed or truncated streams always count
+    text = f"{words} {error.message}".lower()
+    return any(p.lower() in text for p in config.settings.unhealthy_exception_patterns)
 
 
 def _fails_over(error: UpstreamError, provider: ProviderConfig) -> bool:

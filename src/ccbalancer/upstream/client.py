@@ -181,7 +181,7 @@ def _map(provider: str, exc: BaseException) -> UpstreamError:
     if isinstance(
         exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError
     ):
-        return UpstreamConnectError(provider, "TLS/SSL handshake failed")
+        return UpstreamConnectError(provider, "TLS/SSL handshake failed (ssl)")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return UpstreamConnectError(provider, "cannot connect to the configured proxy")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
