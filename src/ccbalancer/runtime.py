@@ -30,6 +30,8 @@ from ccbalancer.observe.logs import (
     debug_enabled,
     get_logger,
     log_event_timing,
+    log_health,
+    log_reload,
     log_request,
 )
 from ccbalancer.observe.metrics import Metrics
@@ -96,7 +98,12 @@ class Runtime:
             "openai": OpenAIDialect(),
         }
         self.attempts = Attempts(
-            self.client, self.planner, self.health, self.dialects, self._failover
+            self.client,
+            self.planner,
+            self.health,
+            self.dialects,
+            self._failover,
+            self.redactor.scrub,
         )
         self.history: History | None = (
             History(
@@ -163,7 +170,7 @@ class Runtime:
 
     def _transition(self, provider: str, old: State, new: State) -> None:
         self.metrics.provider_state(provider, new.value)
-        self.log.warning("provider_state", provider=provider, old=old.value, new=new.value)
+        log_health(self.log, provider, new.value, old.value)
 
     # -- reload ----------------------------------------------------------------------------
 
@@ -201,15 +208,11 @@ class Runtime:
                 self.config_path, warn=lambda text: self.log.warning("config", message=text)
             )
         except ConfigError as error:
-            self.log.error(
-                "reload_failed", source=source, file=error.path, key=error.key, reason=error.reason
-            )
+            log_reload(self.log, source, False, file=error.path, key=error.key, error=error.reason)
             raise
         self.apply(config)
         self._mtime = self._config_mtime()
-        self.log.info(
-            "reloaded", source=source, file=self.config_path, providers=len(config.providers)
-        )
+        log_reload(self.log, source, True, file=self.config_path, providers=len(config.providers))
         return config
 
     def _config_mtime(self) -> float | None:

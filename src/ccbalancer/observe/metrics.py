@@ -125,7 +125,8 @@ class Metrics:
             self._ttfb.labels(provider).observe(record.ttfb)
         if record.ttfc is not None:
             self._ttfc.labels(provider).observe(record.ttfc)
-        if record.provider:
+        if record.provider and record.role in ("leader", "none"):
+            # Followers and cache replays cost no upstream tokens: counting them would double.
             # Zero increments still create the series, so a provider shows up at 0, not absent.
             self._tokens.labels(provider, "input").inc(record.input_tokens)
             self._tokens.labels(provider, "output").inc(record.output_tokens)

@@ -44,12 +44,14 @@ class Attempts:
         health: HealthRegistry,
         dialects: dict[str, Dialect],
         on_failover: Callable[[str, str], None] = lambda provider, reason: None,
+        scrub: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.client = client
         self.planner = planner
         self.health = health
         self.dialects = dialects
         self.on_failover = on_failover
+        self.scrub = scrub
 
     async def produce(self, job: Job, broadcast: Broadcast) -> None:
         config = job.config
@@ -83,6 +85,10 @@ class Attempts:
                 await self._attempt(job, candidate, provider, broadcast)
                 neutral = False
             except UpstreamError as error:
+                # an upstream may echo a key in its error text: never pass it on
+                error.message = self.scrub(error.message)
+                if len(job.credential) >= 6:
+                    error.message = error.message.replace(job.credential, "***")
                 verdict = error
                 neutral = not _counts(error, config)
                 if broadcast.head is not None:
@@ -187,7 +193,13 @@ class Attempts:
 
     def _fail_committed(self, job: Job, broadcast: Broadcast, error: UpstreamError) -> None:
         """After commit: end the stream with a proper ``event: error`` (never fake text)."""
-        job.outcome.attempts.append(_attempt_record(error.provider, "mid_stream", error))
+        attempts = job.outcome.attempts
+        record = _attempt_record(error.provider, "mid_stream", error)
+        if attempts and attempts[-1].provider == error.provider and attempts[-1].outcome == "ok":
+            record.ttfb = attempts[-1].ttfb
+            attempts[-1] = record  # the committed attempt failed: one entry per attempt
+        else:
+            attempts.append(record)
         if not (isinstance(error, UpstreamStreamError) and error.published):
             broadcast.append(respond.error_event(error))
         broadcast.fail(respond.mid_stream_failure(error))
