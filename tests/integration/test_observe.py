@@ -60,7 +60,7 @@ async def test_summary_line_of_a_success(tmp_path, mock, balancer_factory):
 
 
 async def test_summary_line_of_a_failover_names_the_reason(tmp_path, mock, balancer_factory):
-    records, _, _, lines = await _logged(
+    records, _, _, _ = await _logged(
         tmp_path, mock, balancer_factory, [("a", Script(status=529))]
     )
     r = records[0]

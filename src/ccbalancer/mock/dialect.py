@@ -1,0 +1,86 @@
+"""The interface each simulated wire format implements, and the facts of one call.
+
+The server has one code path for every model call; what differs between Anthropic Messages and
+OpenAI chat completions — reading the request, rendering a Plan as events or as one JSON body,
+error bodies, response headers — sits behind ``MockDialect`` (``anthropic.py``, ``openai.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ccbalancer.mock.plan import Plan
+from ccbalancer.mock.script import Script
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Per-response facts the renderers need besides the Plan."""
+
+    model: str  # echoed as asked, as real providers do
+    request_id: str
+    message_id: str
+    include_usage: bool  # OpenAI: stream_options.include_usage was requested
+    input_tokens: int
+
+
+class MockDialect(Protocol):
+    kind: str  # "anthropic" | "openai"
+    id_prefix: str  # of message / completion ids
+
+    def directive_text(self, body: Json) -> str:
+        """The text of the last user message, where a ``<<mock ...>>`` directive may sit."""
+        ...
+
+    def tool_result(self, body: Json) -> str | None:
+        """The tool result content the last turn sent back, if it holds one."""
+        ...
+
+    def headers(self, call: Call) -> dict[str, str]:
+        """Headers of every model-call response (errors included)."""
+        ...
+
+    def events(self, plan: Plan, script: Script, call: Call) -> list[tuple[str | None, bytes]]:
+        """The stream as (event name or ``None`` for data-only frames, JSON data) pairs."""
+        ...
+
+    def error_event(self, error_type: str, message: str) -> tuple[str | None, bytes]:
+        """The in-stream error frame."""
+        ...
+
+    def message(self, plan: Plan, call: Call) -> Json:
+        """The non-streaming response body."""
+        ...
+
+    def error_body(self, status: int, error_type: str | None, message: str, call: Call) -> Json:
+        """The JSON body of an error response (``error_type`` ``None``: the status's default)."""
+        ...
+
+
+def content_text(content: Any) -> str:
+    """Text of a message ``content``: a string, or the text of its ``text`` blocks/parts
+    (Anthropic blocks and OpenAI content parts share that shape)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def last_message(body: Json, role: str) -> Json | None:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == role:
+            return message
+    return None
