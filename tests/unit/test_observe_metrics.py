@@ -77,8 +77,9 @@ def test_known_sequence_produces_expected_counts_and_histograms() -> None:
     assert value(metrics, "ccbalancer_failovers_total", provider="relay-a", reason="timeout") == 1
     assert value(metrics, "ccbalancer_failovers_total", provider="relay-a", reason="status") == 1
     assert value(metrics, "ccbalancer_failovers_total", provider="relay-b", reason="other") == 1
-    assert value(metrics, "ccbalancer_tokens_total", provider="relay-b", direction="input") == 200
-    assert value(metrics, "ccbalancer_tokens_total", provider="relay-b", direction="output") == 80
+    # the follower's tokens were the leader's upstream call: counted once
+    assert value(metrics, "ccbalancer_tokens_total", provider="relay-b", direction="input") == 100
+    assert value(metrics, "ccbalancer_tokens_total", provider="relay-b", direction="output") == 40
     assert value(metrics, "ccbalancer_shared_total", role="leader") == 2
     assert value(metrics, "ccbalancer_shared_total", role="follower") == 1
 

@@ -60,6 +60,18 @@ def client_credential(headers: dict[str, str]) -> str:
     return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
+def passthrough_credential(headers: dict[str, str], own_keys: tuple[str, ...]) -> str:
+    """The credential a ``passthrough`` provider receives: what the client presented, except
+    the balancer's own inbound or admin keys, which never leave the balancer. A client that
+    authenticates to the balancer with ``x-api-key`` can carry its upstream token as Bearer."""
+    auth = headers.get("authorization", "")
+    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    for candidate in (headers.get("x-api-key", ""), bearer):
+        if candidate and candidate not in own_keys:
+            return candidate
+    return ""
+
+
 def admit(body: dict[str, Any]) -> tuple[str, bool, str | None]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -113,7 +125,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             model=model,
             query=request.query_string,
             headers=headers,
-            credential=credential,
+            credential=passthrough_credential(headers, settings.auth.keys + settings.admin_keys),
             session=session,
             forced=forced,
             request_id=request_id,

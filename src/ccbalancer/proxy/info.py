@@ -15,7 +15,7 @@ from ccbalancer.config.schema import Config
 from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.errors import ClientError, ConfigError, UpstreamError
 from ccbalancer.proxy import respond
-from ccbalancer.proxy.handler import client_credential, read_json_body
+from ccbalancer.proxy.handler import passthrough_credential, read_json_body
 from ccbalancer.runtime import RUNTIME, Runtime
 
 # Well-known Claude model ids offered for glob routes in /v1/models (exact keys are listed as
@@ -158,8 +158,11 @@ async def count_tokens(request: web.Request) -> web.Response:
         upstream = dict(body)
         upstream.pop("provider", None)
         upstream["model"] = model if entry.model == "passthrough" else entry.model
+        own = config.settings.auth.keys + config.settings.admin_keys
         credential = (
-            client_credential(headers) if provider.passthrough_auth else provider.auth_value
+            passthrough_credential(headers, own)
+            if provider.passthrough_auth
+            else provider.auth_value
         )
         out_headers = dialect.headers(headers, credential, provider.auth_type)
         out_headers.update(provider.headers)

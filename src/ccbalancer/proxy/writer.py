@@ -20,9 +20,10 @@ from ccbalancer.proxy import respond
 from ccbalancer.sharing.broadcast import Broadcast, Lagged
 from ccbalancer.sse.accumulate import MessageAccumulator
 
-# Above this many bytes waiting in the socket buffer the client is not keeping up; only then is
-# a write wrapped in a timeout (a timer per event would cost more than the write).
-_BACKLOG = 256 * 1024
+# Bytes already waiting in the socket buffer mean the client is not keeping up: only then is a
+# write wrapped in a timeout (a timer per event would cost more than the write itself). A
+# client that reads keeps this at 0, since writes go straight to the socket.
+_BACKLOG = 0
 
 
 class ClientStalled(Exception):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -112,6 +113,7 @@ class UpstreamClient:
                 connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
             session = aiohttp.ClientSession(
                 connector=connector,
+                trace_configs=[_REUSE_TRACE],
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 read_bufsize=READ_CHUNK,
@@ -145,27 +147,38 @@ class UpstreamClient:
             sock_connect=timeouts.connect_timeout,
             sock_read=timeouts.read_timeout,
         )
-        try:
-            resp = await session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                proxy=http_proxy,
-                allow_redirects=False,
-            )
-        except asyncio.CancelledError:
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            phase = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "response"
-            seconds = timeouts.connect_timeout if phase == "connect" else timeouts.read_timeout
-            raise UpstreamTimeout(provider.name, phase, seconds) from None
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise _map(provider.name, exc) from None
-        except Exception as exc:  # aiohttp_socks raises its own ProxyError family
-            if type(exc).__module__.startswith(("aiohttp_socks", "python_socks")):
-                raise UpstreamConnectError(provider.name, "proxy connection failed") from None
-            raise
+        for attempt in (1, 2):
+            reuse = {"reused": False}
+            try:
+                resp = await session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    proxy=http_proxy,
+                    allow_redirects=False,
+                    trace_request_ctx=reuse,
+                )
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # A pooled keep-alive connection the upstream had already closed: nothing of
+                # ours reached a client, so one more try on a fresh connection is safe.
+                if attempt == 1 and reuse["reused"]:
+                    continue
+                raise _map(provider.name, exc) from None
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+                phase = "connect" if connecting else "response"
+                seconds = timeouts.connect_timeout if connecting else timeouts.read_timeout
+                raise UpstreamTimeout(provider.name, phase, seconds) from None
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                raise _map(provider.name, exc) from None
+            except Exception as exc:  # aiohttp_socks raises its own ProxyError family
+                if type(exc).__module__.startswith(("aiohttp_socks", "python_socks")):
+                    raise UpstreamConnectError(provider.name, "proxy connection failed") from None
+                raise
         return UpstreamResponse(provider.name, resp, timeouts.read_timeout)
 
     async def close(self) -> None:
@@ -174,6 +187,20 @@ class UpstreamClient:
         self._stale.clear()
         for session in sessions:
             await session.close()
+
+
+async def _on_reuse(
+    session: aiohttp.ClientSession,
+    ctx: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    if isinstance(ctx.trace_request_ctx, dict):
+        ctx.trace_request_ctx["reused"] = True
+
+
+_REUSE_TRACE = aiohttp.TraceConfig()
+_REUSE_TRACE.on_connection_reuseconn.append(_on_reuse)
+_REUSE_TRACE.freeze()
 
 
 def _map(provider: str, exc: BaseException) -> UpstreamError:
