@@ -113,10 +113,16 @@ async def test_no_task_or_socket_is_left_after_many_faults(mock, balancer_factor
         config_text(mock, ["a", "b"], settings=FAST + "unhealthy_threshold: 1000\n")
     )
     faults = [
-        Script(status=500), Script(reset_before_headers=True), Script(error_after=1),
-        Script(cut_after=1, cut_mid_event=True), Script(events=6, cut_after=5), Script(events=6, stall_after=5),
-        Script(events=6, error_after=5), Script(first_event_delay=2), Script(invalid_json_at=3),
-    ]  # fmt: skip
+        Script(status=500),
+        Script(reset_before_headers=True),
+        Script(error_after=1),
+        Script(cut_after=1, cut_mid_event=True),
+        Script(events=6, cut_after=5),
+        Script(events=6, stall_after=5),
+        Script(events=6, error_after=5),
+        Script(first_event_delay=2),
+        Script(invalid_json_at=3),
+    ]
 
     async def round_of_faults(tag: str) -> None:
         for i, fault in enumerate(faults):
