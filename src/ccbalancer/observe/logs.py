@@ -265,7 +265,7 @@ def log_request(logger: BoundLogger, record: RequestRecord) -> None:
     log("request", **fields)
 
 
-def log_event_timing(  # noqa: PLR0917 - the agreed call shape, one call per event
+def log_event_timing(
     logger: BoundLogger,
     request_id: str,
     subscriber: int,

@@ -154,7 +154,7 @@ def _db_path(args: argparse.Namespace) -> str:
     if not explicit and not Path(DEFAULT_CONFIG).exists():
         return DEFAULT_DB
     # Imported here: the rest of observe/ must not depend on config, only this command does.
-    from ccbalancer.config.load import load_config  # noqa: PLC0415
+    from ccbalancer.config.load import load_config
 
     return load_config(explicit or DEFAULT_CONFIG).settings.history.path
 
