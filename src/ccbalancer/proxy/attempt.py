@@ -74,61 +74,54 @@ class Attempts:
         errors: list[UpstreamError] = []
         skipped = [f"{name}: {why}" for name, why in plan.skipped]
         for candidate in plan.candidates:
-            health = self.health.get(candidate.provider)
-            provider = config.providers_by_name[candidate.provider]
+            name = candidate.provider
+            health = self.health.get(name)
             if not health.acquire(self.health.clock()):
-                skipped.append(f"{candidate.provider}: busy (half-open probe or full)")
+                skipped.append(f"{name}: busy (half-open probe or full)")
                 continue
-            verdict: UpstreamError | None = None
-            neutral = True
             try:
-                await self._attempt(job, candidate, provider, broadcast)
-                neutral = False
+                await self._attempt(job, candidate, config.providers_by_name[name], broadcast)
             except UpstreamError as error:
-                # an upstream may echo a key in its error text: never pass it on
-                error.message = self.scrub(error.message)
-                if len(job.credential) >= 6:
-                    error.message = error.message.replace(job.credential, "***")
-                verdict = error
-                neutral = not _counts(error, config)
+                self._scrub(error, job.credential)
+                if _counts(error, config):
+                    health.release_failure(self.health.clock(), error.reason, error.retry_after)
+                else:
+                    health.release_neutral(self.health.clock())
                 if broadcast.head is not None:
+                    self.planner.failed(plan.route_key, job.session, name)
                     self._fail_committed(job, broadcast, error)
-                    self.planner.failed(plan.route_key, job.session, candidate.provider)
                     return
-                if not _fails_over(error, provider):
-                    job.outcome.attempts.append(
-                        _attempt_record(candidate.provider, "client_error", error)
-                    )
+                if not _fails_over(error, config.providers_by_name[name]):
+                    # a client error: the provider is fine and the session keeps it
+                    job.outcome.attempts.append(_attempt_record(name, "client_error", error))
                     broadcast.fail(respond.client_error_failure(error))
                     return
-                job.outcome.attempts.append(_attempt_record(candidate.provider, "failover", error))
-                self.on_failover(candidate.provider, error.reason)
-                self.planner.failed(plan.route_key, job.session, candidate.provider)
+                self.planner.failed(plan.route_key, job.session, name)
+                job.outcome.attempts.append(_attempt_record(name, "failover", error))
+                self.on_failover(name, error.reason)
                 errors.append(error)
-            finally:
-                now = self.health.clock()
-                if verdict is None and not neutral:
-                    health.release_success(now, job.outcome.ttfc)
-                elif verdict is not None and not neutral:
-                    health.release_failure(now, verdict.reason, verdict.retry_after)
-                else:
-                    health.release_neutral(now)
-            if verdict is None:
-                self.planner.succeeded(config, plan.route_key, job.session, candidate.provider)
+            except BaseException:  # cancelled (every client left): never the provider's fault
+                health.release_neutral(self.health.clock())
+                raise
+            else:
+                health.release_success(self.health.clock(), job.outcome.ttfc)
+                self.planner.succeeded(config, plan.route_key, job.session, name)
                 return
-        broadcast.fail(
-            respond.all_failed(
-                job.model, errors, skipped, self._retry_after(config, plan.retry_after)
-            )
-        )
+        met = [e.provider for e in errors] + [n for n, _ in plan.skipped]
+        retry_after = self._retry_after(met, plan.retry_after)
+        broadcast.fail(respond.all_failed(job.model, errors, skipped, retry_after))
 
-    def _retry_after(self, config: Config, planned: float | None) -> float:
-        """Shortest remaining cooldown among the route's providers, clamped to 1-60 s."""
+    def _scrub(self, error: UpstreamError, credential: str) -> None:
+        """An upstream may echo a key in its error text: it never travels further."""
+        error.message = self.scrub(error.message)
+        if len(credential) >= 6:
+            error.message = error.message.replace(credential, "***")
+
+    def _retry_after(self, providers: list[str], planned: float | None) -> float:
+        """Shortest remaining cooldown among the providers this request met, 1-60 s."""
         now = self.health.clock()
-        remaining = [self.health.get(p.name).cooldown_remaining(now) for p in config.providers]
-        waits = [r for r in remaining if r > 0]
-        if planned:
-            waits.append(planned)
+        waits = [self.health.get(name).cooldown_remaining(now) for name in providers]
+        waits = [w for w in waits if w > 0] + ([planned] if planned else [])
         return min(60.0, max(1.0, min(waits))) if waits else 1.0
 
     async def _attempt(
