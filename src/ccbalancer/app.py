@@ -24,6 +24,8 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/providers", info.providers)
     app.router.add_post("/providers/reload", info.reload)
     app.router.add_get("/metrics", info.metrics)
+    app.router.add_get("/dashboard", info.dashboard)
+    app.router.add_get("/dashboard/data", info.dashboard_data)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         await runtime.start()

@@ -35,6 +35,7 @@ from ccbalancer.observe.logs import (
     log_request,
 )
 from ccbalancer.observe.metrics import Metrics
+from ccbalancer.observe.recent import RecentRequests
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy.attempt import Attempts
 from ccbalancer.proxy.job import Job
@@ -78,6 +79,7 @@ class Runtime:
         self.redactor = redactor or Redactor()
         self.redactor.add(*secrets_of(config))
         self.metrics = Metrics()
+        self.recent = RecentRequests()
         settings = config.settings
         self.health = HealthRegistry(HealthPolicy.from_settings(settings), clock, self._transition)
         for provider in config.providers:
@@ -149,6 +151,7 @@ class Runtime:
     def finished(self, record: RequestRecord) -> None:
         log_request(self.log, record)
         self.metrics.request_finished(record)
+        self.recent.add(record)
         if self.history is not None:
             self.history.add(record)
 

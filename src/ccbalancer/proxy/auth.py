@@ -19,7 +19,9 @@ from ccbalancer.runtime import RUNTIME, Runtime
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ADMIN_PATHS = ("/providers/reload", "/admin/")
-ALWAYS_OPEN = ("/",)  # Claude Code probes HEAD / without credentials
+# Claude Code probes HEAD / without credentials; the dashboard page holds no data (its data
+# endpoint is protected) and asks the user for the key.
+ALWAYS_OPEN = ("/", "/dashboard")
 
 
 def _presented(request: web.Request) -> str:

@@ -184,6 +184,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             )
             return respond.failure_response(failure, extra | {"x-provider-used": head.provider})
         record.status = 200
+        record.events = accumulator.events
         record.ttfb = time.perf_counter() - t0
         return writer.message_response(accumulator, out_headers)
     except Lagged:

@@ -6,7 +6,9 @@ credentials, no keys, no proxy).
 
 from __future__ import annotations
 
+import functools
 import time
+from importlib import resources
 
 import orjson
 from aiohttp import web
@@ -132,6 +134,32 @@ async def reload(request: web.Request) -> web.Response:
             422, "invalid_request_error", f"config rejected, old config kept: {error}"
         )
     return _json({"status": "reloaded", "providers": [p.name for p in config.providers]})
+
+
+@functools.cache
+def _dashboard_page() -> bytes:
+    return resources.files("ccbalancer.observe").joinpath("dashboard.html").read_bytes()
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """The page itself holds no data (it may be served without a key); it fetches
+    ``dashboard/data`` with the key the user enters."""
+    return web.Response(body=_dashboard_page(), content_type="text/html", charset="utf-8")
+
+
+async def dashboard_data(request: web.Request) -> web.Response:
+    runtime: Runtime = request.app[RUNTIME]
+    recent = runtime.recent
+    return _json(
+        {
+            "providers": providers_view(runtime),
+            "providers_available": _usable(runtime),
+            "active_streams": runtime.hub.live,
+            "totals": {"requests": recent.requests, "errors": recent.errors},
+            "recent": recent.rows(),
+            "series": {"ttft": recent.ttft_series(), "throughput": recent.throughput_series()},
+        }
+    )
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -91,7 +91,8 @@ async def stream_to(
 
 
 async def accumulate(broadcast: Broadcast, sub_id: int) -> MessageAccumulator:
-    """Follow the log to its end, building the Message (non-streaming clients)."""
+    """Follow the log to its end, building the Message (non-streaming clients); the
+    accumulator's ``events`` counts what it consumed."""
     accumulator = MessageAccumulator()
     cursor = 0
     while True:

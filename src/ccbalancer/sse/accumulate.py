@@ -23,8 +23,10 @@ class MessageAccumulator:
         self.stop_reason: str | None = None
         self.finished = False  # message_delta seen (the stream said how it stopped)
         self.stopped = False  # message_stop seen
+        self.events = 0
 
     def add(self, event: Event) -> None:
+        self.events += 1
         kind = event.type
         if kind in ("ping", ""):
             return
