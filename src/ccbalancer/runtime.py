@@ -145,6 +145,9 @@ class Runtime:
         self.metrics.stream_opened()
         try:
             await self.attempts.produce(job, broadcast)
+        except Exception:
+            self.log.exception("producer_crashed", request_id=job.request_id)
+            raise
         finally:
             self.metrics.stream_closed()
 

@@ -31,9 +31,7 @@ async def _logged(
     handle = configure_logging(level, str(log), console=False)
     try:
         b = await balancer_factory(config_text(mock, list(providers), settings=FAST))
-        handle.redactor.add(
-            *secrets_of(b.runtime.config)
-        )
+        handle.redactor.add(*secrets_of(b.runtime.config))
         for name, script in scripts:
             mock.enqueue(name, script)
         resp = await b.post(body or msg())
@@ -60,9 +58,7 @@ async def test_summary_line_of_a_success(tmp_path, mock, balancer_factory):
 
 
 async def test_summary_line_of_a_failover_names_the_reason(tmp_path, mock, balancer_factory):
-    records, _, _, _ = await _logged(
-        tmp_path, mock, balancer_factory, [("a", Script(status=529))]
-    )
+    records, _, _, _ = await _logged(tmp_path, mock, balancer_factory, [("a", Script(status=529))])
     r = records[0]
     assert r["provider"] == "b" and r["outcome"] == "ok"
     assert r["tried"][0]["provider"] == "a" and r["tried"][0]["outcome"] == "failover"
@@ -171,9 +167,7 @@ async def test_secrets_never_appear_in_logs_metrics_history_or_responses(
             + "}\nadmin_api_key: sk-admin-SECRET-998877\n"
         )
         b = await balancer_factory(config_text(mock, ["a", "b"], settings=settings))
-        handle.redactor.add(
-            *secrets_of(b.runtime.config)
-        )
+        handle.redactor.add(*secrets_of(b.runtime.config))
         history = History(str(db), 14, scrub=handle.redactor.scrub)
         history.start()
         b.runtime.history = history

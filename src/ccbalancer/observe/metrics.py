@@ -137,6 +137,14 @@ class Metrics:
             if attempt.outcome == "failover":
                 self._failovers.labels(attempt.provider, _bounded(attempt.reason, REASONS)).inc()
 
+    def shared_counts(self) -> dict[str, int]:
+        """Requests served so far by sharing role (for /providers)."""
+        counts: dict[str, int] = {}
+        for role in sorted(ROLES):
+            value = self.registry.get_sample_value("ccbalancer_shared_total", {"role": role})
+            counts[role] = int(value or 0)
+        return counts
+
     def event_forwarded(self, seconds: float) -> None:
         self._forward.observe(seconds)
 

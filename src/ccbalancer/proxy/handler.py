@@ -110,7 +110,13 @@ async def messages(request: web.Request) -> web.StreamResponse:
     )
     dedup = settings.deduplication
     key = (
-        coalescing_key(credential, body, headers, dedup.include_max_tokens_in_signature)
+        coalescing_key(
+            credential,
+            body,
+            headers,
+            dedup.include_max_tokens_in_signature,
+            request.query_string,
+        )
         if dedup.enabled
         else None
     )

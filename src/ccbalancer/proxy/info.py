@@ -81,6 +81,7 @@ async def providers(request: web.Request) -> web.Response:
                 "in_flight": len(hub.inflight),
                 "cached": len(hub.cache),
                 "cache_bytes": hub.cache.bytes,
+                "served_by_role": runtime.metrics.shared_counts(),
             },
             "strategy": runtime.config.settings.selection_strategy,
             "reloads": runtime.reloads,

@@ -81,6 +81,8 @@ async def stream_to(
                     if trace is not None:
                         trace(cursor, event.received, now)
             cursors[sub_id] = cursor
+            if cursor < broadcast.end:
+                continue  # more arrived while this client's writes were blocked
             if broadcast.done:
                 break
             await broadcast.wait()

@@ -13,8 +13,8 @@ cacheable.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from ccbalancer.sse.event import Event
 
@@ -76,7 +76,8 @@ class Broadcast:
         self.done = False
         self.trimmed = False
         self.subscribers = 0
-        self.cursors: dict[int, int] = {}  # subscriber id -> cursor, consulted only to trim
+        # subscriber id -> events written so far (for inspection; trimming cuts laggards anyway)
+        self.cursors: dict[int, int] = {}
         self.meta: Any = None  # what the producer learns (proxy.job.Outcome), for the records
 
     # -- producer side ---------------------------------------------------------------------

@@ -30,10 +30,12 @@ class ResponseCache:
         self.sweep()
 
     def get(self, key: str) -> Broadcast | None:
+        now = self._clock()
+        self._expire_oldest(now)
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] <= self._clock():
+        if entry[0] <= now:
             self._drop(key)
             return None
         return entry[1]
@@ -56,6 +58,15 @@ class ResponseCache:
             self._drop(key)
         while self.bytes > self.max_bytes and self._entries:
             self._drop(next(iter(self._entries)))
+
+    def _expire_oldest(self, now: float) -> None:
+        """Entries are kept in insertion order, which is expiry order while the TTL is
+        unchanged: a lookup pays only for what has expired, not for a scan of the cache."""
+        while self._entries:
+            key, (expires, _) = next(iter(self._entries.items()))
+            if expires > now:
+                return
+            self._drop(key)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -49,7 +49,9 @@ class Hub:
         self._owner = TaskOwner("hub")
         self._ids = itertools.count(1)
 
-    def configure(self, cache_ttl: float, cache_bytes: int, orphan_grace: float, join_window: float) -> None:
+    def configure(
+        self, cache_ttl: float, cache_bytes: int, orphan_grace: float, join_window: float
+    ) -> None:
         self.cache.configure(cache_ttl, cache_bytes)
         self.orphan_grace = orphan_grace
         self.join_window = join_window
@@ -82,22 +84,30 @@ class Hub:
             self.inflight[key] = broadcast
         task = self._owner.spawn(self._run(broadcast, producer), name)
         self._live[id(broadcast)] = _Live(task, broadcast)
+        # A task cancelled before its first step never enters _run, so its finally never runs
+        # (the leader left at once, abort, close): the done callback always does.
+        task.add_done_callback(lambda _: self._finish(broadcast))
         return broadcast
 
     async def _run(self, broadcast: Broadcast, producer: Producer) -> None:
         try:
             await producer(broadcast)
         finally:
-            live = self._live.pop(id(broadcast), None)
-            if live is not None and live.timer is not None:
-                live.timer.cancel()
-            if not broadcast.done:  # cancelled or crashed: subscribers must still get an end
-                broadcast.fail(
-                    Failure(500, "api_error", "the upstream call was abandoned", broadcast.head is not None)
-                )
-            self._unregister(broadcast)
-            if broadcast.key is not None and broadcast.succeeded:
-                self.cache.put(broadcast.key, broadcast)
+            self._finish(broadcast)
+
+    def _finish(self, broadcast: Broadcast) -> None:
+        """Once per call, however its task ended: every subscriber gets an end, the registry
+        forgets the call, and only a clean success is kept for replay."""
+        live = self._live.pop(id(broadcast), None)
+        if live is None:
+            return
+        if live.timer is not None:
+            live.timer.cancel()
+        if not broadcast.done:  # cancelled or crashed
+            _abandon(broadcast, 500, "api_error", "the upstream call was abandoned; retry")
+        self._unregister(broadcast)
+        if broadcast.key is not None and broadcast.succeeded:
+            self.cache.put(broadcast.key, broadcast)
 
     def _unregister(self, broadcast: Broadcast) -> None:
         if broadcast.key is not None and self.inflight.get(broadcast.key) is broadcast:
@@ -121,7 +131,9 @@ class Hub:
         live = self._live.get(id(broadcast))
         if live is None:
             return
-        if broadcast.head is None or self.orphan_grace <= 0:
+        # The grace exists so a retry can join or find the answer in the cache; a call without
+        # a key (sharing off) can do neither, so it stops with its last client.
+        if broadcast.head is None or broadcast.key is None or self.orphan_grace <= 0:
             self._unregister(broadcast)
             live.task.cancel()
         else:
@@ -141,14 +153,8 @@ class Hub:
         """End every running call: committed streams get an ``event: error``, waiting clients
         a 503. Used after the shutdown drain timeout."""
         for live in list(self._live.values()):
-            broadcast = live.broadcast
-            if not broadcast.done:
-                if broadcast.head is not None:
-                    error = {"type": "api_error", "message": message}
-                    broadcast.append(encode_event("error", {"type": "error", "error": error}))
-                    broadcast.fail(Failure(503, "api_error", message, True))
-                else:
-                    broadcast.fail(Failure(503, "overloaded_error", message, False))
+            if not live.broadcast.done:
+                _abandon(live.broadcast, 503, "overloaded_error", message)
             live.task.cancel()
 
     async def drain(self, timeout: float) -> None:
@@ -157,5 +163,19 @@ class Hub:
 
     async def close(self) -> None:
         await self._owner.close()
+        for live in list(self._live.values()):  # tasks that close() could not wait for
+            self._finish(live.broadcast)
         self.inflight.clear()
         self.cache.clear()
+
+
+def _abandon(broadcast: Broadcast, status: int, uncommitted_type: str, message: str) -> None:
+    """End an answer the hub gives up on. A committed stream gets an ``event: error`` (a stream
+    that just stops reads as 'cut off' to Claude Code, which then sends continuation requests
+    instead of retrying); a client still waiting for the head gets an error status."""
+    if broadcast.head is not None:
+        error = {"type": "api_error", "message": message}
+        broadcast.append(encode_event("error", {"type": "error", "error": error}))
+        broadcast.fail(Failure(status, "api_error", message, True))
+    else:
+        broadcast.fail(Failure(status, uncommitted_type, message, False))
