@@ -7,6 +7,7 @@ only be one subscriber of; this handler is that subscriber's writer and its reco
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -165,7 +166,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         if stream:
             out_headers["cache-control"] = "no-cache"
             trace = runtime.event_tracer(request_id, sub_id)
-            response, record.events, record.bytes, prepared = await writer.stream_to(
+            delivery = await writer.stream_to(
                 request,
                 broadcast,
                 out_headers,
@@ -174,12 +175,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 runtime.metrics.event_forwarded,
                 trace,
             )
-            record.ttfb = prepared - t0
+            record.events, record.bytes = delivery.events, delivery.bytes
+            record.ttfb = delivery.prepared - t0
             record.status = 200
             failure = broadcast.failure
             if failure is not None:
                 record.outcome, record.error = "mid_stream_error", failure.message
-            return response
+            elif delivery.lost:
+                record.outcome, record.error = "cancelled", f"client {delivery.lost}"
+            return delivery.response
         accumulator = await writer.accumulate(broadcast, sub_id)
         failure = broadcast.failure
         if failure is not None:
@@ -196,13 +200,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     except Lagged:
         record.status, record.outcome, record.error = 500, "error", "client fell behind the stream"
         return respond.error_response(500, "api_error", "response too large to replay; retry")
-    except writer.ClientStalled:
-        record.outcome, record.error = "cancelled", "client stopped reading"
-        if request.transport is not None:
-            request.transport.close()
+    except asyncio.CancelledError:  # the client disconnected (handler cancellation)
+        record.outcome, record.error = "cancelled", "client disconnected"
         raise
-    except BaseException:
-        record.outcome = "cancelled"
+    except Exception:
+        record.status, record.outcome, record.error = 500, "error", "internal error"
         raise
     finally:
         hub.unsubscribe(broadcast, sub_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
@@ -26,8 +27,15 @@ from ccbalancer.sse.accumulate import MessageAccumulator
 _BACKLOG = 0
 
 
-class ClientStalled(Exception):
-    """The client stopped reading for longer than the write timeout."""
+@dataclass(slots=True)
+class Delivery:
+    """What one streaming subscriber got."""
+
+    response: web.StreamResponse
+    prepared: float  # perf_counter() when the headers went out
+    events: int = 0
+    bytes: int = 0
+    lost: str = ""  # why the client stopped receiving early ("" when it got everything)
 
 
 async def wait_ready(broadcast: Broadcast) -> None:
@@ -43,13 +51,12 @@ async def stream_to(
     write_timeout: float,
     on_event: Callable[[float], None] | None,
     trace: Callable[[int, float, float], None] | None,
-) -> tuple[web.StreamResponse, int, int, float]:
-    """Write the committed stream; returns (response, events written, bytes written, the
-    perf_counter() time the headers went out)."""
+) -> Delivery:
+    """Write the committed stream from this subscriber's own cursor."""
     response = web.StreamResponse(status=200, headers=headers)
     response.content_type = "text/event-stream"
     await response.prepare(request)
-    prepared = time.perf_counter()
+    delivery = Delivery(response, time.perf_counter())
     transport = request.transport
     cursors = broadcast.cursors
     cursor = 0
@@ -62,14 +69,17 @@ async def stream_to(
                     event = broadcast.get(cursor)
                 except Lagged:
                     await response.write(respond.lagged_event())
-                    return response, cursor, written, prepared
+                    delivery.lost = "fell behind the stream's retained log"
+                    return delivery
                 raw = event.raw
                 if transport is not None and transport.get_write_buffer_size() > _BACKLOG:
                     try:
                         async with asyncio.timeout(write_timeout):
                             await response.write(raw)
                     except TimeoutError:
-                        raise ClientStalled from None
+                        transport.close()
+                        delivery.lost = f"stopped reading for {write_timeout:g}s"
+                        return delivery
                 else:
                     await response.write(raw)
                 cursor += 1
@@ -88,8 +98,10 @@ async def stream_to(
             await broadcast.wait()
         await response.write_eof()
     except ConnectionResetError:
-        pass  # the client left; nothing more to tell it
-    return response, cursor, written, prepared
+        delivery.lost = "disconnected"
+    finally:
+        delivery.events, delivery.bytes = cursor, written
+    return delivery
 
 
 async def accumulate(broadcast: Broadcast, sub_id: int) -> MessageAccumulator:
