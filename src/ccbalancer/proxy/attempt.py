@@ -349,7 +349,7 @@ def _name_of(event: Event) -> str:
 
 def _checked(event: Event, provider: str) -> Event:
     try:
-        event.json()
+        event.check()
     except ValueError:
         raise UpstreamProtocolError(
             provider, f"invalid JSON in a {event.name or 'data'} event"

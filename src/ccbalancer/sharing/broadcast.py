@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccbalancer.sse.event import Event
+from ccbalancer.sse.event import EVENT_OVERHEAD, Event
 
 
 @dataclass(slots=True)
@@ -94,7 +94,7 @@ class Broadcast:
 
     def _push(self, event: Event) -> None:
         self._events.append(event)
-        self.bytes += len(event.raw)
+        self.bytes += len(event.raw) + EVENT_OVERHEAD
         if self.bytes > self.max_bytes:
             self._trim()
 
@@ -103,7 +103,7 @@ class Broadcast:
         target = self.max_bytes // 2
         dropped = 0
         while self._events and self.bytes > target:
-            self.bytes -= len(self._events[dropped].raw)
+            self.bytes -= len(self._events[dropped].raw) + EVENT_OVERHEAD
             dropped += 1
             if dropped == len(self._events):
                 break

@@ -14,30 +14,49 @@ import orjson
 
 
 class Event:
-    __slots__ = ("_payload", "data", "name", "raw", "received")
+    __slots__ = ("_data", "_end", "_payload", "_start", "name", "raw", "received")
 
     def __init__(
         self,
         name: str,
-        data: bytes,
+        data: bytes | None,
         raw: bytes,
         payload: dict[str, Any] | None = None,
         received: float = 0.0,
+        span: tuple[int, int] | None = None,
     ) -> None:
         self.name = name  # the `event:` field ('' when absent)
-        self.data = data  # the joined `data:` lines
         self.raw = raw  # bytes to write to a client, one write per event
+        # The data field is usually one slice of ``raw``: keep its offsets, not a copy (events
+        # sit in logs and the replay cache, so per-event bytes matter).
+        self._data = data
+        self._start, self._end = span if span is not None else (0, 0)
         self._payload = payload
         self.received = received  # perf_counter() when the upstream bytes arrived
 
+    @property
+    def data(self) -> bytes:
+        """The joined `data:` lines."""
+        if self._data is not None:
+            return self._data
+        return self.raw[self._start : self._end]
+
     def json(self) -> dict[str, Any]:
-        """The data as a JSON object. Raises ``ValueError`` when it is not one."""
+        """The data as a JSON object (parsed once, then kept). Raises ``ValueError``."""
         if self._payload is None:
-            value = orjson.loads(self.data)
-            if not isinstance(value, dict):
-                raise ValueError("SSE data is not a JSON object")
-            self._payload = value
+            self._payload = self._parse()
         return self._payload
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless the data is a JSON object; keeps nothing."""
+        if self._payload is None:
+            self._parse()
+
+    def _parse(self) -> dict[str, Any]:
+        value = orjson.loads(self.data)
+        if not isinstance(value, dict):
+            raise ValueError("SSE data is not a JSON object")
+        return value
 
     @property
     def type(self) -> str:
@@ -53,8 +72,14 @@ class Event:
         return f"Event({self.name!r}, {self.data[:60]!r})"
 
 
+# Memory an event costs beyond its raw bytes (object, bytes header, float, list slot), as
+# measured with tracemalloc; byte caps on logs and the cache count it so they mean what they say.
+EVENT_OVERHEAD = 224
+
+
 def encode_event(name: str, payload: dict[str, Any], received: float = 0.0) -> Event:
     """An Anthropic-style frame: ``event: <name>`` + one ``data:`` line + blank line."""
     data = orjson.dumps(payload)
-    raw = b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-    return Event(name, data, raw, payload, received)
+    head = b"event: " + name.encode() + b"\ndata: "
+    raw = head + data + b"\n\n"
+    return Event(name, None, raw, payload, received, (len(head), len(head) + len(data)))

@@ -95,18 +95,32 @@ class SSEParser:
 def _parse_frame(frame: bytes, received: float) -> Event | None:
     name = ""
     data_lines: list[bytes] = []
-    lines = _LINE_END.split(frame) if b"\r" in frame else frame.split(b"\n")
+    span = (0, 0)
+    if b"\r" in frame:
+        lines = _LINE_END.split(frame)
+        offsets = None
+    else:
+        lines = frame.split(b"\n")
+        offsets = 0  # LF-only: track where each line starts, to point into the frame
     for line in lines:
+        start = offsets
+        if offsets is not None:
+            offsets += len(line) + 1
         if not line or line[0] == 0x3A:  # empty or ':' comment
             continue
         field, sep, value = line.partition(b":")
+        skip = len(field) + len(sep)
         if sep and value[:1] == b" ":
             value = value[1:]
+            skip += 1
         if field == b"data":
             data_lines.append(value)
+            if start is not None:
+                span = (start + skip, start + len(line))
         elif field == b"event":
             name = value.decode("utf-8", "replace")
     if not data_lines:
         return None
-    data = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
-    return Event(name, data, frame, None, received)
+    if len(data_lines) == 1 and offsets is not None:
+        return Event(name, None, frame, None, received, span)
+    return Event(name, b"\n".join(data_lines), frame, None, received)
