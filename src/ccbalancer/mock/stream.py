@@ -56,9 +56,13 @@ async def play(
     delay = script.delay
     if script.first_event_delay > 0:
         await asyncio.sleep(script.first_event_delay)
+    # Real providers send message_start, ping and content_block_start together and pace only
+    # the content that follows; pacing the preamble too would charge the balancer's
+    # hold-until-content (DESIGN.md 5.5) with gaps no real upstream has.
+    paced_from = next((i for i, f in enumerate(frames) if b"_delta" in f.head), 1)
     stamp = 0
     for number in range(stop):
-        if number and delay > 0:
+        if number >= paced_from and delay > 0:
             await asyncio.sleep(delay)
         frame = frames[number]
         if frame.tail is None:

@@ -49,7 +49,8 @@ class Broadcast:
     __slots__ = (
         "_base",
         "_events",
-        "_waiter",
+        "_loop",
+        "_waiters",
         "bytes",
         "created",
         "cursors",
@@ -69,7 +70,10 @@ class Broadcast:
         self.created = created
         self._events: list[Event] = []
         self._base = 0  # absolute index of _events[0]
-        self._waiter: asyncio.Future[None] | None = None
+        # one future per waiting subscriber, resolved by the next append: a cancelled
+        # subscriber cancels only its own (no shield, no shared future to protect)
+        self._waiters: list[asyncio.Future[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes = 0
         self.head: Head | None = None
         self.failure: Failure | None = None
@@ -121,11 +125,12 @@ class Broadcast:
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # -- subscriber side -------------------------------------------------------------------
 
@@ -149,10 +154,12 @@ class Broadcast:
 
     async def wait(self) -> None:
         """Until the next append, commit or end."""
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-        await asyncio.shield(waiter)
+        loop = self._loop
+        if loop is None:  # looked up once: get_running_loop() costs a getpid() on 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     @property
     def succeeded(self) -> bool:

@@ -47,12 +47,17 @@ class ResponseCache:
             return False
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = (self._clock() + self.ttl, broadcast)
+        now = self._clock()
+        self._entries[key] = (now + self.ttl, broadcast)
         self.bytes += broadcast.bytes
-        self.sweep()
+        # O(1) amortised on the request path: only the oldest entries can have expired
+        self._expire_oldest(now)
+        while self.bytes > self.max_bytes and self._entries:
+            self._drop(next(iter(self._entries)))
         return True
 
     def sweep(self) -> None:
+        """Full scan (the periodic sweeper; also right after a TTL change)."""
         now = self._clock()
         for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
             self._drop(key)

@@ -1,0 +1,146 @@
+"""One repeat of one scenario: the load sent directly to the mock, then the same load (fresh
+nonces, same parameters) through the balancer.
+
+Around each measured run the mock's request counter tells how many upstream calls the run cost
+(the sharing scenario must cost exactly one), and a ``Watch`` records the balancer's CPU and RSS
+and the mock's CPU. A short unmeasured warm-up precedes each run so the first measured request
+does not pay for imports and connection set-up that a long-running balancer has long paid.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from ccbalancer.bench import measure
+from ccbalancer.bench.client import get_json, run_streams, run_whole
+from ccbalancer.bench.procs import Watch
+from ccbalancer.bench.scenarios import PROVIDER, Scenario, body
+
+WARMUP_STREAMS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """Where the mock and the balancer listen, and their PIDs when known."""
+
+    mock_url: str  # the mock server's root, http://127.0.0.1:P
+    mock_pid: int | None
+    balancer_url: str  # the balancer's root
+    balancer_pid: int | None
+
+    @property
+    def direct(self) -> str:
+        return f"{self.mock_url}/{PROVIDER}/v1/messages"
+
+    @property
+    def through(self) -> str:
+        return f"{self.balancer_url}/v1/messages"
+
+
+async def upstream_calls(mock_url: str) -> int:
+    stats = await get_json(f"{mock_url}/_mock/stats")
+    if not isinstance(stats, dict) or not isinstance(stats.get("requests_total"), int):
+        raise RuntimeError(f"unexpected /_mock/stats answer: {stats!r}")
+    return int(stats["requests_total"])
+
+
+def payloads(scenario: Scenario, run_id: str, clients: int | None = None) -> list[bytes]:
+    if scenario.kind == "shared":  # identical bodies on purpose: one nonce for the whole run
+        return [body(run_id, scenario.events, scenario.delay, stream=True)] * (
+            clients or scenario.clients
+        )
+    if scenario.kind == "whole":
+        count = scenario.requests
+        return [body(f"{run_id}-{i}", scenario.events, 0.0, stream=False) for i in range(count)]
+    count = clients or scenario.clients
+    return [
+        body(f"{run_id}-{i}", scenario.events, scenario.delay, stream=True) for i in range(count)
+    ]
+
+
+async def warm_up(url: str) -> None:
+    run_id = uuid.uuid4().hex[:12]
+    bodies = [body(f"warm-{run_id}-{i}", 3, 0.0, stream=True) for i in range(WARMUP_STREAMS)]
+    await run_streams(url, bodies, 0.0, 30.0)
+
+
+async def measured_run(
+    scenario: Scenario, setup: Setup, url: str, watch_pid: int | None, clients: int | None = None
+) -> dict[str, Any]:
+    """One measured run of ``scenario`` against ``url``; ``watch_pid`` is the balancer's."""
+    await warm_up(url)
+    run_id = uuid.uuid4().hex[:12]
+    bodies = payloads(scenario, run_id, clients)
+    before = await upstream_calls(setup.mock_url)
+    gc.collect()
+    async with Watch(watch_pid) as watch, Watch(setup.mock_pid) as mock_watch:
+        client0 = time.process_time()
+        busy0 = _busy()
+        if scenario.kind == "whole":
+            records = await run_whole(url, bodies, scenario.clients, scenario.deadline)
+        else:
+            records = await run_streams(url, bodies, scenario.ramp, scenario.deadline)
+        busy = _busy() - busy0
+        client_cpu = time.process_time() - client0
+    after = await upstream_calls(setup.mock_url)
+    if scenario.kind == "whole":
+        metrics = measure.whole_run(records, scenario.events)
+    else:
+        metrics = measure.stream_run(records, scenario.events)
+    events = metrics["events"]
+    cpu = watch.cpu_s
+    metrics.update(
+        upstream_calls=after - before,
+        cpu_s=cpu,
+        # CPU ms per forwarded event == CPU seconds per 1,000 events
+        cpu_ms_per_event=round(cpu * 1000 / events, 4) if cpu is not None and events else None,
+        peak_rss_mb=watch.peak_rss_mb,
+        mock_cpu_s=mock_watch.cpu_s,
+        client_cpu_s=round(client_cpu, 3),
+        # CPU the rest of this shared machine used meanwhile: the noise behind odd numbers
+        others_cpu_s=round(busy - client_cpu - (cpu or 0.0) - (mock_watch.cpu_s or 0.0), 2),
+    )
+    return metrics
+
+
+def _busy() -> float:
+    """CPU seconds all processes of the machine have been busy (every core summed)."""
+    t = psutil.cpu_times()
+    fields = ("user", "nice", "system", "irq", "softirq", "steal")  # guest is inside user
+    return float(sum(getattr(t, name, 0.0) for name in fields))
+
+
+async def run_repeat(scenario: Scenario, setup: Setup) -> dict[str, Any]:
+    """Direct, then through the balancer; the sharing scenario adds a one-client run through
+    the balancer as the CPU baseline its target is stated against."""
+    direct = await measured_run(scenario, setup, setup.direct, None)
+    balancer = await measured_run(scenario, setup, setup.through, setup.balancer_pid)
+    result: dict[str, Any] = {
+        "direct": direct,
+        "balancer": balancer,
+        "added": measure.added(direct, balancer),
+    }
+    if scenario.kind == "shared":
+        one = await measured_run(scenario, setup, setup.through, setup.balancer_pid, clients=1)
+        result["one_client"] = one
+        shared_cpu, one_cpu = balancer["cpu_s"], one["cpu_s"]
+        result["cpu_ratio_vs_one_client"] = (
+            round(shared_cpu / one_cpu, 2) if shared_cpu is not None and one_cpu else None
+        )
+    return result
+
+
+def complete(result: dict[str, Any]) -> bool:
+    """Every run of the repeat delivered every event once, in order, and finished; a sharing
+    repeat also cost exactly one upstream call through the balancer."""
+    runs = [result[key] for key in ("direct", "balancer", "one_client") if key in result]
+    ok = all(run["completeness"]["ok"] for run in runs)
+    if "one_client" in result:
+        ok = ok and result["balancer"]["upstream_calls"] == 1
+    return ok
