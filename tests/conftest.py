@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -167,11 +168,8 @@ def msg(
     return body
 
 
-async def read_events(resp: aiohttp.ClientResponse) -> list[tuple[str, dict[str, Any]]]:
-    """(event name, parsed data) for every frame of an SSE response."""
-    import orjson
-
-    raw = await resp.read()
+def parse_frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, parsed data) for every SSE frame in ``raw``."""
     out: list[tuple[str, dict[str, Any]]] = []
     for frame in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
         name = ""
@@ -184,3 +182,8 @@ async def read_events(resp: aiohttp.ClientResponse) -> list[tuple[str, dict[str,
         if data:
             out.append((name, orjson.loads(b"\n".join(data))))
     return out
+
+
+async def read_events(resp: aiohttp.ClientResponse) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, parsed data) for every frame of an SSE response."""
+    return parse_frames(await resp.read())

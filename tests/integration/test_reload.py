@@ -7,7 +7,7 @@ import os
 import signal
 
 from ccbalancer.mock import Script
-from tests.conftest import config_text, msg, read_events
+from tests.conftest import config_text, msg, parse_frames
 
 
 async def _wait_for(predicate, seconds: float = 10.0) -> None:
@@ -98,13 +98,5 @@ async def test_in_flight_stream_finishes_on_its_snapshot_when_its_provider_is_re
     path.write_text(config_text(mock, ["z"]))
     assert (await b.session.post(b.url + "/providers/reload")).status == 200
     rest = await resp.read()
-    names = [n for n, _ in await _events_of(first + rest)]
+    names = [n for n, _ in parse_frames(first + rest)]
     assert names[-1] == "message_stop" and "error" not in names
-
-
-async def _events_of(raw: bytes):
-    class _Resp:
-        async def read(self) -> bytes:
-            return raw
-
-    return await read_events(_Resp())  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import pytest
 
 from ccbalancer.mock import MockServer, Script
 from ccbalancer.sharing.broadcast import Broadcast
-from tests.conftest import Balancer, config_text, msg, read_events
+from tests.conftest import Balancer, config_text, msg, parse_frames, read_events
 
 SHARED = "x-ccbalancer-shared"
 # ~8 MB in 800 deltas of ~10 KB: twice what loopback TCP buffers (tcp_wmem max 4 MB by default)
@@ -35,19 +35,7 @@ def sharing(extra: str = "", **dedup: object) -> str:
     return f"deduplication: {{{fields}}}\n" + extra
 
 
-def frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
-    """(event name, data) of every SSE frame in ``raw``."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    for frame in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-        name, data = "", []
-        for line in frame.split(b"\n"):
-            if line.startswith(b"event:"):
-                name = line[6:].strip().decode()
-            elif line.startswith(b"data:"):
-                data.append(line[5:].strip())
-        if data:
-            out.append((name, orjson.loads(b"\n".join(data))))
-    return out
+frames = parse_frames
 
 
 def text_of(events: list[tuple[str, dict[str, Any]]]) -> str:

@@ -84,17 +84,22 @@ def _retry_header(seconds: float | None) -> dict[str, str]:
     return {"retry-after": str(max(1, min(int(seconds + 0.999), int(MAX_CLIENT_RETRY_AFTER))))}
 
 
-def client_error_failure(error: UpstreamError) -> Failure:
-    """An upstream client error (400/413/422...) goes back as it is: status, type, message."""
-    status = error.status or 400
+def _passed_on(error: UpstreamError, headers: dict[str, str], fallback_status: int) -> Failure:
+    """The upstream's own status, error type and message, before anything was sent."""
+    status = error.status or fallback_status
     return Failure(
         status,
         error.error_type or error_type_for_status(status),
         error.message,
         committed=False,
         provider=error.provider,
-        headers={**error.headers, "x-provider-used": error.provider},
+        headers=headers,
     )
+
+
+def client_error_failure(error: UpstreamError) -> Failure:
+    """An upstream client error (400/413/422...) goes back as it is: status, type, message."""
+    return _passed_on(error, {**error.headers, "x-provider-used": error.provider}, 400)
 
 
 def all_failed(
@@ -127,15 +132,7 @@ def _single_failure(error: UpstreamError) -> Failure:
         passed.pop("retry-after-ms", None)
         passed.update(headers)
         passed.update(_retry_header(error.retry_after))
-        status = error.status or 502
-        return Failure(
-            status,
-            error.error_type or error_type_for_status(status),
-            error.message,
-            committed=False,
-            provider=error.provider,
-            headers=passed,
-        )
+        return _passed_on(error, passed, 502)
     message = f"provider {error.provider} failed: {error.short}"
     return Failure(
         503, "overloaded_error", message, committed=False, provider=error.provider, headers=headers
