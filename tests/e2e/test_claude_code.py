@@ -368,3 +368,35 @@ async def test_prompt_completes_through_an_openai_format_provider(
     assert upstream.body["stream"] is True
     assert "x-api-key" not in upstream.headers
     assert upstream.headers["authorization"] == "Bearer sk-prov-oa-secret"
+
+
+async def test_tool_use_round_trip_through_an_openai_format_provider(
+    claude_bin, mock, balancer_factory, tmp_path
+):
+    """Issue 5's end-to-end proof: the first provider (Anthropic format) fails, the OpenAI one
+    streams a tool call as chat-completion chunks; Claude Code runs Bash on the converted
+    tool_use and sends the tool_result back, which must arrive as an OpenAI ``tool`` message."""
+    mock.configure("bad", Script(status=529, error_type="overloaded_error"))
+    mock.configure("oa", Script(reply="tool_then_text", tool_command="echo CCB_OA_TOOL_OK"))
+    text = config_text(
+        mock, ["bad", ("oa", "openai")], routes={"*": [("bad", "passthrough"), ("oa", "gpt-4o")]}
+    )
+    b = await balancer_factory(text)
+
+    run = await run_claude(
+        claude_bin, b.url, "Run the command you are given.", tmp_path / "home", tmp_path / "work"
+    )
+
+    assert_succeeded(run, "CCB_OA_TOOL_OK")
+    (tool_use,) = run.blocks("assistant", "tool_use")
+    assert tool_use["name"] == "Bash" and tool_use["input"]["command"] == "echo CCB_OA_TOOL_OK"
+    (cli_result,) = run.blocks("user", "tool_result")
+    assert str(cli_result["content"]).strip() == "CCB_OA_TOOL_OK", run.report()
+    first, second = mock.requests("oa")
+    assert first.body is not None and second.body is not None
+    tool_messages = [m for m in second.body["messages"] if m.get("role") == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == [tool_use["id"]]
+    assert "CCB_OA_TOOL_OK" in json.dumps(tool_messages[0]["content"])
+    calls = [m for m in second.body["messages"] if m.get("tool_calls")]
+    assert calls and calls[-1]["tool_calls"][0]["id"] == tool_use["id"]
+    assert len(mock.requests("bad")) >= 1

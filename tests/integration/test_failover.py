@@ -100,12 +100,13 @@ async def test_client_error_400_is_returned_as_is_without_failover(mock, balance
     ("script", "expected_type"),
     [
         (Script(events=6, cut_after=5), "api_error"),
+        (Script(events=6, cut_after=5, cut_mid_event=True), "api_error"),
         (Script(events=6, error_after=5, error_type="overloaded_error"), "overloaded_error"),
         (Script(events=6, stall_after=5), "api_error"),
         (Script(events=6, drop="message_delta"), "api_error"),
         (Script(events=6, invalid_json_at=6), "api_error"),
     ],
-    ids=["cut", "error_event", "stall", "no_message_delta", "invalid_json"],
+    ids=["cut", "cut_mid_event", "error_event", "stall", "no_message_delta", "invalid_json"],
 )
 async def test_mid_stream_failure_ends_with_a_proper_error_event(
     script, expected_type, mock, balancer_factory

@@ -194,3 +194,73 @@ async def test_admin_endpoint_is_loopback_only_while_auth_is_off(mock):
         response = await guard(request, ok)
         assert response.status == status, peer
     await app[RUNTIME].client.close()
+
+
+async def test_a_truncated_request_body_gets_a_400(mock, balancer_factory):
+    """The client promises more bytes than it sends, then stops sending (but stays)."""
+    b = await balancer_factory(config_text(mock, ["a"], settings="client_read_timeout: 0.5\n"))
+    host, port = b.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b'content-length: 5000\r\n\r\n{"model": "claude-x", "messa'
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.readuntil(b"}}")
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b'"invalid_request_error"' in body
+    assert mock.requests("a") == []
+
+
+async def test_unknown_event_and_delta_types_and_odd_framing_pass_through(mock, balancer_factory):
+    """New event and delta types must be forwarded (clients ignore what they do not know);
+    comment lines, CRLF and multi-line data do not break the stream."""
+    frames = [
+        b'event: message_start\r\ndata: {"type":"message_start","message":{"id":"msg_x",'
+        b'"type":"message","role":"assistant","model":"m","content":[],"stop_reason":null,'
+        b'"usage":{"input_tokens":3,"output_tokens":0}}}\r\n\r\n',
+        b": keep-alive comment\r\n\r\n",
+        b'event: content_block_start\r\ndata: {"type":"content_block_start","index":0,\r\n'
+        b'data: "content_block":{"type":"text","text":""}}\r\n\r\n',
+        b'event: mystery_event\r\ndata: {"type":"mystery_event","x":1}\r\n\r\n',
+        b'event: content_block_delta\r\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"future_delta","y":2}}\r\n\r\n',
+        b'event: content_block_delta\r\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"ok"}}\r\n\r\n',
+        b'event: content_block_stop\r\ndata: {"type":"content_block_stop","index":0}\r\n\r\n',
+        b'event: message_delta\r\ndata: {"type":"message_delta",'
+        b'"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":1}}\r\n\r\n',
+        b'event: message_stop\r\ndata: {"type":"message_stop"}\r\n\r\n',
+    ]
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for frame in frames:
+            await resp.write(frame)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/odd/v1/messages", upstream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        text = config_text(mock, ["odd"]).replace(
+            mock.anthropic_url("odd"), f"http://127.0.0.1:{port}/odd"
+        )
+        b = await balancer_factory(text)
+        streamed = await read_events(await b.post(msg()))
+        names = [n for n, _ in streamed]
+        assert "mystery_event" in names
+        assert any(d.get("delta", {}).get("type") == "future_delta" for _, d in streamed)
+        assert names[-1] == "message_stop"
+        message = await (await b.post(msg("again", stream=False))).json()
+        assert message["content"] == [{"type": "text", "text": "ok"}]
+    finally:
+        await runner.cleanup()

@@ -148,6 +148,7 @@ class Settings(_Frozen):
     max_retry_after: float = Field(default=600, gt=0)  # cap on cooldown extension by retry-after
     drain_timeout: float = Field(default=30, ge=0)
     client_write_timeout: float = Field(default=60, gt=0)  # a client stalled this long is dropped
+    client_read_timeout: float = Field(default=30, gt=0)  # a request body stalled this long: 400
 
     @field_validator("log_level", mode="before")
     @classmethod

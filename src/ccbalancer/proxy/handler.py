@@ -25,21 +25,29 @@ from ccbalancer.sharing.broadcast import Broadcast, Lagged
 from ccbalancer.sharing.key import coalescing_key
 
 
-async def read_json_body(request: web.Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, or a ``ClientError`` (400/413)."""
+async def read_json_body(request: web.Request, limit: int, timeout: float) -> dict[str, Any]:
+    """The body as a JSON object, or a ``ClientError`` (400/413). A body that stops arriving
+    for ``timeout`` seconds is incomplete: the handler must not wait on it forever."""
     if request.content_length is not None and request.content_length > limit:
         raise ClientError(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
+    reader = request.content
     try:
-        async for chunk in request.content.iter_any():
+        while True:
+            async with asyncio.timeout(timeout):
+                chunk = await reader.readany()
+            if not chunk:
+                break
             size += len(chunk)
             if size > limit:
                 raise ClientError(413, f"request body is larger than {limit} bytes")
             chunks.append(chunk)
-    except (web.HTTPException, ConnectionError, ValueError) as exc:
-        if isinstance(exc, ClientError):
-            raise
+    except TimeoutError:
+        raise ClientError(
+            400, f"request body incomplete: nothing received for {timeout:g}s"
+        ) from None
+    except (web.HTTPException, ConnectionError, ValueError):
         raise ClientError(400, "request body could not be read completely") from None
     raw = b"".join(chunks)
     if not raw:
@@ -95,7 +103,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     request_id = "req_ccb_" + uuid.uuid4().hex[:24]
     record = RequestRecord(request_id=request_id, model="", started=started)
     try:
-        body = await read_json_body(request, settings.max_body_bytes)
+        body = await read_json_body(request, settings.max_body_bytes, settings.client_read_timeout)
         model, stream, forced = admit(body)
     except ClientError as error:
         record.status, record.outcome, record.error = error.status, "client_error", error.message

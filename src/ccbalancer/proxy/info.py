@@ -168,7 +168,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     runtime: Runtime = request.app[RUNTIME]
     config = runtime.config
     try:
-        body = await read_json_body(request, config.settings.max_body_bytes)
+        settings = config.settings
+        body = await read_json_body(request, settings.max_body_bytes, settings.client_read_timeout)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ClientError(400, "model: field required (a non-empty string)")
