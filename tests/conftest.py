@@ -17,11 +17,18 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import settings
 
 from ccbalancer.app import build_app
 from ccbalancer.config import Config, parse_config
 from ccbalancer.mock import MockServer
 from ccbalancer.runtime import Runtime
+
+# CI runs hypothesis with a fixed seed, so a green build stays green on a re-run; locally it
+# explores new examples every time.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # asyncio debug mode reports callbacks that block the loop; the fixture below fails on them.
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
@@ -152,6 +159,36 @@ async def balancer_factory() -> AsyncIterator[BalancerFactory]:
     yield start
     for runner, session in reversed(started):
         await session.close()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def recorded_upstream() -> AsyncIterator[Callable[..., Any]]:
+    """``await serve(name, writes, headers)``: an Anthropic-type upstream on 127.0.0.1 that
+    answers every request by writing ``writes`` verbatim, one write each; returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(name: str, writes: list[bytes], headers: dict[str, str] | None = None) -> str:
+        async def upstream(request: web.Request) -> web.StreamResponse:
+            sse = {"content-type": "text/event-stream", **(headers or {})}
+            resp = web.StreamResponse(headers=sse)
+            await resp.prepare(request)
+            for chunk in writes:
+                await resp.write(chunk)
+            return resp
+
+        app = web.Application()
+        app.router.add_post(f"/{name}/v1/messages", upstream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}/{name}"
+
+    yield serve
+    for runner in runners:
         await runner.cleanup()
 
 

@@ -215,7 +215,9 @@ async def test_a_truncated_request_body_gets_a_400(mock, balancer_factory):
     assert mock.requests("a") == []
 
 
-async def test_unknown_event_and_delta_types_and_odd_framing_pass_through(mock, balancer_factory):
+async def test_unknown_event_and_delta_types_and_odd_framing_pass_through(
+    mock, balancer_factory, recorded_upstream
+):
     """New event and delta types must be forwarded (clients ignore what they do not know);
     comment lines, CRLF and multi-line data do not break the stream."""
     frames = [
@@ -236,31 +238,12 @@ async def test_unknown_event_and_delta_types_and_odd_framing_pass_through(mock, 
         b'event: message_stop\r\ndata: {"type":"message_stop"}\r\n\r\n',
     ]
 
-    async def upstream(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await resp.prepare(request)
-        for frame in frames:
-            await resp.write(frame)
-        return resp
-
-    app = web.Application()
-    app.router.add_post("/odd/v1/messages", upstream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        text = config_text(mock, ["odd"]).replace(
-            mock.anthropic_url("odd"), f"http://127.0.0.1:{port}/odd"
-        )
-        b = await balancer_factory(text)
-        streamed = await read_events(await b.post(msg()))
-        names = [n for n, _ in streamed]
-        assert "mystery_event" in names
-        assert any(d.get("delta", {}).get("type") == "future_delta" for _, d in streamed)
-        assert names[-1] == "message_stop"
-        message = await (await b.post(msg("again", stream=False))).json()
-        assert message["content"] == [{"type": "text", "text": "ok"}]
-    finally:
-        await runner.cleanup()
+    base = await recorded_upstream("odd", frames)
+    b = await balancer_factory(config_text(mock, ["odd"]).replace(mock.anthropic_url("odd"), base))
+    streamed = await read_events(await b.post(msg()))
+    names = [n for n, _ in streamed]
+    assert "mystery_event" in names
+    assert any(d.get("delta", {}).get("type") == "future_delta" for _, d in streamed)
+    assert names[-1] == "message_stop"
+    message = await (await b.post(msg("again", stream=False))).json()
+    assert message["content"] == [{"type": "text", "text": "ok"}]

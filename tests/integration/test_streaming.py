@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiohttp import web
-
 from ccbalancer.mock import Script
 from tests.conftest import config_text, msg, read_events
 
@@ -52,39 +50,19 @@ async def test_each_event_is_delivered_before_the_next_is_sent(mock, balancer_fa
         assert k in counts, f"delta {k} never arrived on its own: {counts}"
 
 
-async def test_passthrough_is_byte_exact(balancer_factory, mock):
+async def test_passthrough_is_byte_exact(balancer_factory, mock, recorded_upstream):
     """A recorded Anthropic stream comes out of the balancer byte for byte."""
     recorded = (FIXTURES / "mock-tool-use-stream.sse").read_bytes()
-
-    async def upstream(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(
-            headers={"content-type": "text/event-stream", "request-id": "req_rec_1"}
-        )
-        await resp.prepare(request)
-        for i in range(0, len(recorded), 97):  # odd-sized TCP writes split events anywhere
-            await resp.write(recorded[i : i + 97])
-        return resp
-
-    app = web.Application()
-    app.router.add_post("/rec/v1/messages", upstream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        text = config_text(mock, ["rec"]).replace(
-            mock.anthropic_url("rec"), f"http://127.0.0.1:{port}/rec"
-        )
-        b = await balancer_factory(text)
-        resp = await b.post(msg())
-        body = await resp.read()
-        assert resp.status == 200
-        assert body == recorded
-        assert resp.headers["request-id"] == "req_rec_1"
-        assert resp.headers["x-provider-used"] == "rec"
-    finally:
-        await runner.cleanup()
+    # odd-sized TCP writes split events anywhere
+    writes = [recorded[i : i + 97] for i in range(0, len(recorded), 97)]
+    base = await recorded_upstream("rec", writes, {"request-id": "req_rec_1"})
+    b = await balancer_factory(config_text(mock, ["rec"]).replace(mock.anthropic_url("rec"), base))
+    resp = await b.post(msg())
+    body = await resp.read()
+    assert resp.status == 200
+    assert body == recorded
+    assert resp.headers["request-id"] == "req_rec_1"
+    assert resp.headers["x-provider-used"] == "rec"
 
 
 async def test_two_hundred_events_arrive_complete_and_in_order(mock, balancer_factory):

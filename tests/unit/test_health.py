@@ -312,4 +312,4 @@ def test_half_open_never_admits_a_second_concurrent_probe(ops: list[tuple[str, f
                 period["neutrals"] += 1
         assert period["probes"] <= 1 + period["neutrals"]
         assert h.in_flight == held
-        assert 0 <= h.cooldown_remaining(now) <= 40
+        assert 0 <= h.cooldown_remaining(now) <= 40 + 1e-9  # float sums: until - now

@@ -12,14 +12,11 @@ from typing import Any
 
 import orjson
 
+from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX
 from ccbalancer.dialects.headers import forwardable
 from ccbalancer.errors import error_type_for_status
 from ccbalancer.sse.event import Event, encode_event
 from ccbalancer.sse.parser import SSEParser
-
-# Thinking blocks that a converted OpenAI stream invented carry this signature prefix; an
-# Anthropic upstream would reject them (foreign signature), so they are dropped from history.
-SYNTHETIC_SIGNATURE_PREFIX = "ccbalancer-synthetic:"
 
 MAX_JSON_BODY = 16 * 1024 * 1024
 
@@ -107,15 +104,7 @@ def message_to_events(body: bytes) -> list[Event]:
     start["usage"] = dict(usage, output_tokens=0)
     events = [encode_event("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(content):
-        events.append(
-            encode_event(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": block},
-            )
-        )
-        events.append(
-            encode_event("content_block_stop", {"type": "content_block_stop", "index": index})
-        )
+        events += _block_events(index, block)
     delta = {"stop_reason": value.get("stop_reason"), "stop_sequence": value.get("stop_sequence")}
     events.append(
         encode_event(
@@ -129,6 +118,35 @@ def message_to_events(body: bytes) -> list[Event]:
     )
     events.append(encode_event("message_stop", {"type": "message_stop"}))
     return events
+
+
+def _block_events(index: int, block: Any) -> list[Event]:
+    """One whole content block as a stream would carry it: clients rebuild text, tool input
+    and thinking from the deltas, not from ``content_block_start``."""
+
+    def event(name: str, **fields: Any) -> Event:
+        return encode_event(name, {"type": name, "index": index, **fields})
+
+    def delta(**fields: Any) -> Event:
+        return event("content_block_delta", delta=fields)
+
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "text":
+        start = dict(block, text="")
+        deltas = [delta(type="text_delta", text=block.get("text", ""))]
+    elif kind in ("tool_use", "server_tool_use"):
+        start = dict(block, input={})
+        arguments = orjson.dumps(block.get("input") or {}).decode()
+        deltas = [delta(type="input_json_delta", partial_json=arguments)]
+    elif kind == "thinking":
+        start = dict(block, thinking="", signature="")
+        deltas = [
+            delta(type="thinking_delta", thinking=block.get("thinking", "")),
+            delta(type="signature_delta", signature=block.get("signature", "")),
+        ]
+    else:  # redacted_thinking, server tool results, unknown kinds: whole in the start event
+        start, deltas = block, []
+    return [event("content_block_start", content_block=start), *deltas, event("content_block_stop")]
 
 
 def anthropic_error(status: int, body: bytes) -> tuple[str, str]:
@@ -158,31 +176,25 @@ def anthropic_error(status: int, body: bytes) -> tuple[str, str]:
     return fallback_type, f"HTTP {status} from upstream"
 
 
+def _synthetic(block: Any) -> bool:
+    return (
+        isinstance(block, dict)
+        and block.get("type") == "thinking"
+        and str(block.get("signature", "")).startswith(SYNTHETIC_SIGNATURE_PREFIX)
+    )
+
+
+def _blocks(message: Any) -> list[Any] | None:
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, list) else None
+
+
 def _has_synthetic_thinking(messages: list[Any]) -> bool:
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            for block in content:
-                if (
-                    isinstance(block, dict)
-                    and block.get("type") == "thinking"
-                    and str(block.get("signature", "")).startswith(SYNTHETIC_SIGNATURE_PREFIX)
-                ):
-                    return True
-    return False
+    return any(_synthetic(block) for m in messages for block in (_blocks(m) or ()))
 
 
 def _strip_synthetic(message: Any) -> Any:
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, list):
+    blocks = _blocks(message)
+    if blocks is None:
         return message
-    kept = [
-        block
-        for block in content
-        if not (
-            isinstance(block, dict)
-            and block.get("type") == "thinking"
-            and str(block.get("signature", "")).startswith(SYNTHETIC_SIGNATURE_PREFIX)
-        )
-    ]
-    return dict(message, content=kept)
+    return dict(message, content=[block for block in blocks if not _synthetic(block)])

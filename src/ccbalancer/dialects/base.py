@@ -6,6 +6,11 @@ from typing import Any, Protocol
 
 from ccbalancer.sse.event import Event
 
+# Thinking blocks that ccbalancer makes from an OpenAI provider's reasoning text carry a
+# signature with this prefix. Claude Code echoes them back; the Anthropic dialect drops them
+# from history, since an Anthropic upstream rejects a signature it did not issue.
+SYNTHETIC_SIGNATURE_PREFIX = "ccbalancer-synthetic:"
+
 
 class StreamDecoder(Protocol):
     """Upstream response bytes -> Anthropic events, incrementally.

@@ -95,7 +95,7 @@ class MessageAccumulator:
         if block is None:
             return
         parts = self._json_parts.pop(index, None)
-        if parts is not None:
+        if parts:  # no deltas at all: the start event's input stands
             text = "".join(parts)
             try:
                 block["input"] = orjson.loads(text) if text.strip() else {}

@@ -5,13 +5,11 @@
 ``Dialect`` / ``StreamDecoder`` interfaces. Everything here is sans-IO.
 """
 
+from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX
 from ccbalancer.dialects.openai.dialect import OpenAIDialect, OpenAIStreamDecoder
 from ccbalancer.dialects.openai.errors import map_openai_error
 from ccbalancer.dialects.openai.request import to_openai_request
-from ccbalancer.dialects.openai.stream import (
-    SYNTHETIC_SIGNATURE_PREFIX,
-    OpenAIStreamTranslator,
-)
+from ccbalancer.dialects.openai.stream import OpenAIStreamTranslator
 
 __all__ = [
     "SYNTHETIC_SIGNATURE_PREFIX",

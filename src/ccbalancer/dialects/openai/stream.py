@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
+from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX
 from ccbalancer.dialects.openai.errors import map_stream_error
 
 # Claude Code echoes thinking blocks back on later turns; this prefix lets the proxy strip
 # them before they could reach an Anthropic upstream, which rejects foreign signatures.
-SYNTHETIC_SIGNATURE_PREFIX = "ccbalancer-synthetic:"
 SYNTHETIC_SIGNATURE = SYNTHETIC_SIGNATURE_PREFIX + "openai-reasoning"
 
 Events = list[tuple[str, dict[str, Any]]]
