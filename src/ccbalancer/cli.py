@@ -319,14 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_arguments(stats_parser)
     stats_parser.set_defaults(func=stats.run)
 
-    with contextlib.suppress(ImportError):
-        from ccbalancer.bench import cli as bench  # type: ignore[attr-defined,unused-ignore]
+    from ccbalancer.bench import cli as bench
 
-        bench_parser = sub.add_parser(
-            "bench", help="load generator: direct vs through the balancer"
-        )
-        bench.add_arguments(bench_parser)
-        bench_parser.set_defaults(func=bench.run)
+    bench_parser = sub.add_parser("bench", help="load generator: direct vs through the balancer")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.run)
     return parser
 
 
