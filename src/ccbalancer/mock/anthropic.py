@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 
 from ccbalancer.errors import error_type_for_status
-from ccbalancer.mock.dialect import Call, Json, content_text, last_message
+from ccbalancer.mock.dialect import Call, Json, content_text, last_message, last_user_text
 from ccbalancer.mock.plan import Block, Plan, final_text
 from ccbalancer.mock.script import Script
 
@@ -67,8 +67,7 @@ class AnthropicDialect:
     id_prefix = "msg_mock_"
 
     def directive_text(self, body: Json) -> str:
-        message = last_message(body, "user")
-        return content_text(message.get("content")) if message else ""
+        return last_user_text(body)
 
     def tool_result(self, body: Json) -> str | None:
         message = last_message(body, "user")

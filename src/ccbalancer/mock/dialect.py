@@ -84,3 +84,9 @@ def last_message(body: Json, role: str) -> Json | None:
         if isinstance(message, dict) and message.get("role") == role:
             return message
     return None
+
+
+def last_user_text(body: Json) -> str:
+    """The text of the last user message, where both formats carry ``<<mock …>>`` directives."""
+    message = last_message(body, "user")
+    return content_text(message.get("content")) if message else ""

@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-from ccbalancer.mock.dialect import Call, Json, content_text, last_message
+from ccbalancer.mock.dialect import Call, Json, content_text, last_user_text
 from ccbalancer.mock.plan import Block, Plan, final_text
 from ccbalancer.mock.script import Script
 
@@ -56,8 +56,7 @@ class OpenAIDialect:
     id_prefix = "chatcmpl-mock"
 
     def directive_text(self, body: Json) -> str:
-        message = last_message(body, "user")
-        return content_text(message.get("content")) if message else ""
+        return last_user_text(body)
 
     def tool_result(self, body: Json) -> str | None:
         # tool results are `role: tool` messages after the assistant turn that called the tool
