@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
 
 from ccbalancer.mock import Script
 from tests.conftest import config_text, msg, read_events
@@ -48,6 +51,40 @@ async def test_each_event_is_delivered_before_the_next_is_sent(mock, balancer_fa
     # deltas arrived in separate reads: at some read exactly 1, later 2, ... (never all at once)
     for k in range(1, 6):
         assert k in counts, f"delta {k} never arrived on its own: {counts}"
+
+
+async def test_http11_chunks_are_well_formed_and_each_paced_event_is_its_own(
+    mock, balancer_factory
+):
+    """Events written straight from the producer carry their own chunk framing. Read over a
+    raw socket and decoded strictly, every chunk is whole events (never a split one), each
+    paced delta arrives in a chunk of its own, and the body ends with the terminal chunk."""
+    mock.configure("a", Script(text="one two three four five", events=5, delay=0.05))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    url = urlsplit(b.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    payload = orjson.dumps(msg())
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"x-api-key: sk-client-1\r\nContent-Length: %d\r\n\r\n%b" % (len(payload), payload)
+    )
+    chunks: list[bytes] = []
+    async with asyncio.timeout(20):
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        assert head.startswith("http/1.1 200") and "transfer-encoding: chunked" in head
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+            data = await reader.readexactly(size + 2)
+            assert data[-2:] == b"\r\n", "chunk data not followed by CRLF"
+            if size == 0:
+                break
+            chunks.append(data[:-2])
+    writer.close()
+    assert all(chunk.endswith(b"\n\n") for chunk in chunks)
+    deltas = [chunk.count(b"text_delta") for chunk in chunks if b"text_delta" in chunk]
+    assert deltas == [1] * 5
+    names = [line[7:] for line in b"".join(chunks).split(b"\n") if line.startswith(b"event: ")]
+    assert names[0] == b"message_start" and names[-1] == b"message_stop"
 
 
 async def test_passthrough_is_byte_exact(balancer_factory, mock, recorded_upstream):

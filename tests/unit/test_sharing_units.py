@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccbalancer.sharing.broadcast import Broadcast, Failure, Head, Lagged
+from ccbalancer.sharing.broadcast import Broadcast, Failure, Head, Lagged, Reader
 from ccbalancer.sharing.cache import ResponseCache
 from ccbalancer.sharing.hub import Hub
 from ccbalancer.sharing.key import coalescing_key
@@ -246,6 +246,82 @@ def test_log_under_the_cap_is_never_trimmed() -> None:
     b = completed(max_bytes=1 << 20, texts=tuple("abcdefgh"))
     assert not b.trimmed
     assert b.get(0).name == "message_start"
+
+
+class Taker(Reader):
+    """A reader whose client always has room: it takes what it is offered, or refuses."""
+
+    def __init__(self, accept: bool = True) -> None:
+        super().__init__()
+        self.accept = accept
+        self.taken: list[bytes] = []
+
+    def take(self, broadcast: Broadcast, end: int) -> bool:
+        if not self.accept:
+            return False
+        self.cursor, data = broadcast.frames(self.cursor, end)
+        self.taken.append(data)
+        return True
+
+
+async def test_a_parked_reader_takes_each_append_in_the_producers_step() -> None:
+    """The direct path: appends are handed to a parked reader as they happen, one offer per
+    append, and its task stays parked (no wake-up per event) until the answer ends."""
+    b = Broadcast("k", 1 << 20, created=0.0)
+    b.commit(HEAD, opening())
+    reader = Taker()
+    reader.cursor = b.end
+    sent = [delta(text) for text in ("a", "b", "c")]
+    async with asyncio.TaskGroup() as group:
+        parked = group.create_task(b.park(reader))
+        await settle()
+        for one in sent:
+            b.append(one)
+            assert reader.taken[-1] == one.raw  # delivered before append returned
+        await settle()
+        assert not parked.done() and reader.cursor == b.end
+        b.append(event("message_stop"))
+        b.finish()  # the end is the task's to write: the reader is woken, not offered it
+        await settle()
+        assert parked.done()
+    assert reader.taken == [e.raw for e in sent] + [event("message_stop").raw]
+
+
+async def test_a_reader_that_cannot_take_is_woken_with_nothing_written() -> None:
+    b = Broadcast("k", 1 << 20, created=0.0)
+    b.commit(HEAD, opening())
+    reader = Taker(accept=False)
+    reader.cursor = b.end
+    async with asyncio.TaskGroup() as group:
+        parked = group.create_task(b.park(reader))
+        await settle()
+        b.append(delta("x"))
+        await settle()
+        assert parked.done() and reader.cursor == 2  # its own task catches up from here
+    b.append(delta("y"))  # no longer parked: not offered
+    assert reader.taken == []
+
+
+async def test_a_reader_whose_client_left_is_never_offered_again() -> None:
+    b = Broadcast("k", 1 << 20, created=0.0)
+    b.commit(HEAD, opening())
+    reader = Taker()
+    reader.cursor = b.end
+    async with asyncio.TaskGroup() as group:
+        parked = group.create_task(b.park(reader))
+        await settle()
+        parked.cancel()
+    b.append(delta("x"))
+    assert reader.taken == [] and reader.parked is None
+
+
+def test_frames_joins_events_up_to_a_byte_limit() -> None:
+    b = completed(texts=("a", "b", "c"))
+    raws = [e.raw for e in b.events()]
+    assert b.frames(0, b.end) == (b.end, b"".join(raws))
+    stop, data = b.frames(1, b.end, limit=len(raws[1]) + 1)
+    assert (stop, data) == (3, raws[1] + raws[2])  # cut once the limit is passed
+    assert b.frames(2, 3, limit=1) == (3, raws[2])  # at least one event, however large
 
 
 # -- the response cache ----------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """One subscriber: from the broadcast log to one client connection.
 
-Each subscriber runs in its own request task with its own cursor, so a slow client only slows
-itself (STYLE.md: the producer never awaits a client). One ``write`` per event — that is the
-flush. The request task is cancelled by aiohttp when the client disconnects
-(``handler_cancellation``), which ends the subscriber even while it waits for the next event.
-A client whose socket stays full past ``client_write_timeout`` is dropped.
+A client that keeps up is written to by the producer itself: its ``_ClientReader`` is parked on
+the log, and each append writes the new event straight to the client's socket, chunk-framed,
+in the same loop step that parsed it (no task wake-up per event; STYLE.md's rule that the
+producer never awaits a client holds, since it only writes to a socket with an empty buffer).
+Otherwise the subscriber's own request task writes from its cursor, several events per write
+when it is behind, so a slow client only slows itself. Either way each event is written as soon
+as it is available — that is the flush. The request task is cancelled by aiohttp when the client
+disconnects (``handler_cancellation``), which ends the subscriber even while it is parked. A
+client whose socket stays full past ``client_write_timeout`` is dropped.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import orjson
 from aiohttp import web
 
 from ccbalancer.proxy import respond
-from ccbalancer.sharing.broadcast import Broadcast, Lagged
+from ccbalancer.sharing.broadcast import Broadcast, Lagged, Reader
 from ccbalancer.sse.accumulate import MessageAccumulator
 
 # Bytes already waiting in the socket buffer mean the client is not keeping up: only then is a
 # write wrapped in a timeout (a timer per event would cost more than the write itself). A
 # client that reads keeps this at 0, since writes go straight to the socket.
 _BACKLOG = 0
+# A catch-up write (a late joiner, a cache replay, a client that was behind) carries at most
+# this much, so a long answer is not copied whole and a slow client is timed per piece.
+_CATCH_UP_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -36,6 +43,63 @@ class Delivery:
     events: int = 0
     bytes: int = 0
     lost: str = ""  # why the client stopped receiving early ("" when it got everything)
+
+
+class _ClientReader(Reader):
+    """One streaming client's cursor, and the direct path to its socket."""
+
+    __slots__ = ("chunked", "cursors", "on_event", "sub_id", "trace", "transport", "written")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport | None,
+        chunked: bool,
+        sub_id: int,
+        cursors: dict[int, int],
+        on_event: Callable[[float], None] | None,
+        trace: Callable[[int, float, float], None] | None,
+    ) -> None:
+        super().__init__()
+        self.transport = transport  # None: no direct writes (aiohttp's writer does it all)
+        self.chunked = chunked
+        self.sub_id = sub_id
+        self.cursors = cursors
+        self.on_event = on_event
+        self.trace = trace
+        self.written = 0
+
+    def take(self, broadcast: Broadcast, end: int) -> bool:
+        transport = self.transport
+        # Only once aiohttp has written the headers (cursor > 0), and only into an empty
+        # socket buffer: a client that is behind is served, and timed, by its own task.
+        if transport is None or not self.cursor:
+            return False
+        if transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        start = self.cursor
+        _, data = broadcast.frames(start, end)
+        try:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        except (OSError, RuntimeError):
+            return False  # the task's own write reports it
+        self.delivered(broadcast, start, end, len(data))
+        return True
+
+    def delivered(self, broadcast: Broadcast, start: int, stop: int, size: int) -> None:
+        self.cursor = stop
+        self.written += size
+        self.cursors[self.sub_id] = stop
+        on_event, trace = self.on_event, self.trace
+        if on_event is None and trace is None:
+            return
+        now = time.perf_counter()
+        for index in range(start, stop):
+            received = broadcast.received(index)
+            if received:
+                if on_event is not None:
+                    on_event(now - received)
+                if trace is not None:
+                    trace(index + 1, received, now)
 
 
 async def wait_ready(broadcast: Broadcast) -> None:
@@ -58,49 +122,45 @@ async def stream_to(
     await response.prepare(request)
     delivery = Delivery(response, time.perf_counter())
     transport = request.transport
-    cursors = broadcast.cursors
-    cursor = 0
-    written = 0
+    framing = response.headers.get("Transfer-Encoding", "")
+    direct = "Content-Encoding" not in response.headers and framing in ("", "chunked")
+    reader = _ClientReader(
+        transport if direct else None,
+        framing == "chunked",
+        sub_id,
+        broadcast.cursors,
+        on_event,
+        trace,
+    )
     try:
         while True:
-            end = broadcast.end
-            while cursor < end:
+            while reader.cursor < broadcast.end:
+                start = reader.cursor
                 try:
-                    event = broadcast.get(cursor)
+                    stop, data = broadcast.frames(start, broadcast.end, _CATCH_UP_BYTES)
                 except Lagged:
                     await response.write(respond.lagged_event())
                     delivery.lost = "fell behind the stream's retained log"
                     return delivery
-                raw = event.raw
                 if transport is not None and transport.get_write_buffer_size() > _BACKLOG:
                     try:
                         async with asyncio.timeout(write_timeout):
-                            await response.write(raw)
+                            await response.write(data)
                     except TimeoutError:
                         transport.close()
                         delivery.lost = f"stopped reading for {write_timeout:g}s"
                         return delivery
                 else:
-                    await response.write(raw)
-                cursor += 1
-                written += len(raw)
-                if event.received:
-                    now = time.perf_counter()
-                    if on_event is not None:
-                        on_event(now - event.received)
-                    if trace is not None:
-                        trace(cursor, event.received, now)
-            cursors[sub_id] = cursor
-            if cursor < broadcast.end:
-                continue  # more arrived while this client's writes were blocked
+                    await response.write(data)
+                reader.delivered(broadcast, start, stop, len(data))
             if broadcast.done:
                 break
-            await broadcast.wait()
+            await broadcast.park(reader)
         await response.write_eof()
     except ConnectionResetError:
         delivery.lost = "disconnected"
     finally:
-        delivery.events, delivery.bytes = cursor, written
+        delivery.events, delivery.bytes = reader.cursor, reader.written
     return delivery
 
 

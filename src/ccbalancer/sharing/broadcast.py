@@ -1,9 +1,16 @@
 """One upstream answer, many readers: an append-only event log with a cursor per subscriber.
 
-The producer (the upstream attempt, owned by the hub) appends; it never awaits a client. Each
-subscriber reads from its own cursor in its own task and waits on a shared future that the
-next append resolves — one wake-up per event for all waiters, no polling. A late subscriber
-starts at cursor 0 and catches up from the log.
+The producer (the upstream attempt, owned by the hub) appends; it never awaits a client. A
+subscriber that has caught up parks a ``Reader`` on the log. The next append hands the new
+frames to every parked reader in the producer's own step: a reader whose client socket has
+room writes them then and there (no task wake-up, so an event reaches the socket one loop
+step after its bytes arrived); any other reader has its future resolved and its own task
+catches up, with backpressure and timeouts. A late subscriber starts at cursor 0 and catches
+up from the log.
+
+The log keeps each event's frame bytes and receive time, not ``Event`` objects (~50 B a
+event instead of ~200 B, none of them tracked by the garbage collector); ``get`` parses an
+event again for the rare reader that needs its JSON (non-streaming clients).
 
 The log is bounded: past ``max_bytes`` its oldest events are dropped and any subscriber still
 behind them is cut (``Lagged``), never silently skipped. A trimmed log is no longer joinable or
@@ -13,10 +20,16 @@ cacheable.
 from __future__ import annotations
 
 import asyncio
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccbalancer.sse.event import EVENT_OVERHEAD, Event
+from ccbalancer.sse.event import Event
+from ccbalancer.sse.parser import parse_frame
+
+# Memory a logged event costs beyond its frame bytes: the bytes object's header, its list
+# slot and its receive time. Byte caps on logs and the cache count it.
+LOG_OVERHEAD = 56
 
 
 @dataclass(slots=True)
@@ -45,11 +58,29 @@ class Lagged(Exception):
     """The subscriber fell behind the log's retained window."""
 
 
+class Reader:
+    """A subscriber's place in the log. ``take`` is offered the new events while the reader is
+    parked; the base class never takes them, so its task is woken instead."""
+
+    __slots__ = ("cursor", "parked")
+
+    def __init__(self) -> None:
+        self.cursor = 0  # the next event index this reader will write
+        self.parked: asyncio.Future[None] | None = None
+
+    def take(self, broadcast: Broadcast, end: int) -> bool:
+        """Write events ``cursor..end`` now, without awaiting, and advance; or return False
+        (nothing written) to have the reader's own task woken."""
+        return False
+
+
 class Broadcast:
     __slots__ = (
         "_base",
-        "_events",
+        "_frames",
         "_loop",
+        "_readers",
+        "_received",
         "_waiters",
         "bytes",
         "created",
@@ -68,11 +99,13 @@ class Broadcast:
         self.key = key
         self.max_bytes = max_bytes
         self.created = created
-        self._events: list[Event] = []
-        self._base = 0  # absolute index of _events[0]
+        self._frames: list[bytes] = []  # each event's exact bytes, framing included
+        self._received = array("d")  # perf_counter() when each event's bytes arrived
+        self._base = 0  # absolute index of _frames[0]
         # one future per waiting subscriber, resolved by the next append: a cancelled
         # subscriber cancels only its own (no shield, no shared future to protect)
         self._waiters: list[asyncio.Future[None]] = []
+        self._readers: list[Reader] = []  # parked at the end of the log
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes = 0
         self.head: Head | None = None
@@ -97,21 +130,23 @@ class Broadcast:
         self._wake()
 
     def _push(self, event: Event) -> None:
-        self._events.append(event)
-        self.bytes += len(event.raw) + EVENT_OVERHEAD
+        raw = event.raw
+        self._frames.append(raw)
+        self._received.append(event.received)
+        self.bytes += len(raw) + LOG_OVERHEAD
         if self.bytes > self.max_bytes:
             self._trim()
 
     def _trim(self) -> None:
         """Drop the oldest half of the retained bytes; readers behind it will be cut."""
         target = self.max_bytes // 2
+        frames = self._frames
         dropped = 0
-        while self._events and self.bytes > target:
-            self.bytes -= len(self._events[dropped].raw) + EVENT_OVERHEAD
+        while dropped < len(frames) - 1 and self.bytes > target:
+            self.bytes -= len(frames[dropped]) + LOG_OVERHEAD
             dropped += 1
-            if dropped == len(self._events):
-                break
-        del self._events[:dropped]
+        del frames[:dropped]
+        del self._received[:dropped]
         self._base += dropped
         self.trimmed = True
 
@@ -131,35 +166,94 @@ class Broadcast:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+        readers = self._readers
+        if readers:
+            # At the end, every reader's own task finishes its response; before it, a reader
+            # that takes the new events stays parked for the next ones.
+            end = self._base + len(self._frames)
+            kept: list[Reader] = []
+            for reader in readers:
+                parked = reader.parked
+                if parked is None or parked.done():
+                    continue  # its task was cancelled (the client left)
+                if not self.done and reader.cursor >= self._base and reader.take(self, end):
+                    kept.append(reader)
+                else:
+                    parked.set_result(None)
+            self._readers = kept
 
     # -- subscriber side -------------------------------------------------------------------
 
     @property
     def end(self) -> int:
-        return self._base + len(self._events)
+        return self._base + len(self._frames)
 
     @property
     def ready(self) -> bool:
         """The client can be answered: committed, or failed before committing."""
         return self.head is not None or self.done
 
+    def frames(self, start: int, stop: int, limit: int = 1 << 62) -> tuple[int, bytes]:
+        """Events ``start..stop`` as one byte string, cut after ``limit`` bytes (at least one
+        event): the index reached, and the bytes. Raises ``Lagged`` if ``start`` was trimmed."""
+        base = self._base
+        if start < base:
+            raise Lagged
+        frames = self._frames
+        if stop - start == 1:
+            return stop, frames[start - base]
+        size = 0
+        index = start
+        while index < stop and (size < limit or index == start):
+            size += len(frames[index - base])
+            index += 1
+        return index, b"".join(frames[start - base : index - base])
+
+    def received(self, index: int) -> float:
+        """When event ``index`` arrived from the upstream (0.0 for synthesised events, and for
+        events trimmed meanwhile)."""
+        offset = index - self._base
+        return self._received[offset] if offset >= 0 else 0.0
+
     def get(self, index: int) -> Event:
+        """Event ``index``, parsed again from its frame. Raises ``Lagged`` if trimmed."""
         if index < self._base:
             raise Lagged
-        return self._events[index - self._base]
+        offset = index - self._base
+        event = parse_frame(self._frames[offset], self._received[offset])
+        assert event is not None  # only frames with data are logged
+        return event
 
     def events(self) -> list[Event]:
-        """All events (only meaningful for an untrimmed log)."""
-        return list(self._events)
+        """All retained events (only meaningful for an untrimmed log)."""
+        return [self.get(index) for index in range(self._base, self.end)]
 
     async def wait(self) -> None:
         """Until the next append, commit or end."""
+        waiter = self._future()
+        self._waiters.append(waiter)
+        await waiter
+
+    async def park(self, reader: Reader) -> None:
+        """Until ``reader`` cannot take an append itself, or the answer ends."""
+        reader.parked = parked = self._future()
+        self._readers.append(reader)
+        try:
+            await parked
+        finally:
+            reader.parked = None
+            if not parked.done() or parked.cancelled():  # the client left while parked
+                self._forget(reader)
+
+    def _forget(self, reader: Reader) -> None:
+        if reader in self._readers:
+            self._readers.remove(reader)
+
+    def _future(self) -> asyncio.Future[None]:
         loop = self._loop
         if loop is None:  # looked up once: get_running_loop() costs a getpid() on 3.11
             loop = self._loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        self._waiters.append(waiter)
-        await waiter
+        return loop.create_future()
 
     @property
     def succeeded(self) -> bool:

@@ -72,11 +72,6 @@ class Event:
         return f"Event({self.name!r}, {self.data[:60]!r})"
 
 
-# Memory an event costs beyond its raw bytes (object, bytes header, float, list slot), as
-# measured with tracemalloc; byte caps on logs and the cache count it so they mean what they say.
-EVENT_OVERHEAD = 224
-
-
 def encode_event(name: str, payload: dict[str, Any], received: float = 0.0) -> Event:
     """An Anthropic-style frame: ``event: <name>`` + one ``data:`` line + blank line."""
     data = orjson.dumps(payload)

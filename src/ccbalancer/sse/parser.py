@@ -51,7 +51,7 @@ class SSEParser:
                 if end < 0:
                     break
                 end += 2
-                event = _parse_frame(buf[start:end], received)
+                event = parse_frame(buf[start:end], received)
                 if event is not None:
                     events.append(event)
                 start = end
@@ -78,7 +78,7 @@ class SSEParser:
                 break
             if blank:  # empty line: dispatch the frame
                 if line_start > start:
-                    event = _parse_frame(buf[start : match.end()], received)
+                    event = parse_frame(buf[start : match.end()], received)
                     if event is not None:
                         events.append(event)
                 start = match.end()
@@ -92,7 +92,37 @@ class SSEParser:
         return []
 
 
-def _parse_frame(frame: bytes, received: float) -> Event | None:
+# Event names seen so far, decoded once (a stream repeats a handful of them thousands of times).
+_names: dict[bytes, str] = {}
+
+
+def _name(raw: bytes) -> str:
+    name = raw.decode("utf-8", "replace")
+    if len(_names) < 256:  # bounded: names come from upstreams
+        _names[raw] = name
+    return name
+
+
+def parse_frame(frame: bytes, received: float) -> Event | None:
+    """One frame (its blank line included) -> an event, or None for a frame without data."""
+    # The shape every Anthropic-format provider sends: `event: <name>`, one `data:` line, LF.
+    if frame[:7] == b"event: " and b"\r" not in frame:
+        eol = frame.find(b"\n", 7)
+        start = eol + 7
+        end = len(frame) - 2
+        if (
+            frame[eol + 1 : start] == b"data: "
+            and frame.find(b"\n", start) == end
+            and frame[end:] == b"\n\n"
+        ):
+            name = _names.get(frame[7:eol])
+            if name is None:
+                name = _name(frame[7:eol])
+            return Event(name, None, frame, None, received, (start, end))
+    return _parse_lines(frame, received)
+
+
+def _parse_lines(frame: bytes, received: float) -> Event | None:
     name = ""
     data_lines: list[bytes] = []
     span = (0, 0)
