@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
 
 from ccbalancer.mock import Script
+from ccbalancer.proxy.job import Job
 from tests.conftest import config_text, msg, read_events
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -218,3 +220,18 @@ async def test_client_disconnect_mid_stream_releases_the_upstream(mock, balancer
     health = b.runtime.health.get("a")
     assert health.in_flight == 0
     assert health.failure_count == 0  # a client leaving is never the provider's fault
+
+
+async def test_a_committed_stream_no_longer_holds_the_request_body(mock, balancer_factory):
+    """Claude Code requests are often hundreds of KB and streams last minutes: once an attempt
+    has committed no other can start, so the job lets go of the body while the stream goes on."""
+    mock.configure("a", Script(events=20, delay=0.05))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg("padding " * 20_000))
+    async with asyncio.timeout(10):
+        while b"text_delta" not in await resp.content.readany():
+            pass
+    jobs = [o for o in gc.get_objects() if isinstance(o, Job)]
+    assert jobs and mock.active_streams == 1  # the stream is still going
+    assert all(job.body == {} for job in jobs)
+    await resp.read()

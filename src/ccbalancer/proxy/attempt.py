@@ -132,7 +132,6 @@ class Attempts:
         credential = job.credential if provider.passthrough_auth else provider.auth_value
         headers = dialect.headers(job.headers, credential, provider.auth_type)
         headers.update(provider.headers)
-        body = dialect.body(job.body, upstream_model)
         url = dialect.url(provider.base_url, job.query)
         name = provider.name
         loop = asyncio.get_running_loop()
@@ -140,7 +139,14 @@ class Attempts:
         publisher: Publisher | None = None
         try:
             async with asyncio.timeout(timeouts.first_event_timeout) as deadline:
-                resp = await self.client.open(provider, url, headers, body, timeouts.streaming)
+                # the encoded body is referenced by the open call only, so it is freed once sent
+                resp = await self.client.open(
+                    provider,
+                    url,
+                    headers,
+                    dialect.body(job.body, upstream_model),
+                    timeouts.streaming,
+                )
                 try:
                     ttfb = time.perf_counter() - sent
                     if resp.status != 200:
@@ -152,9 +158,13 @@ class Attempts:
                         # pings do not extend this: content must follow within read_timeout
                         deadline.reschedule(loop.time() + content_wait)
 
+                    def committed() -> None:
+                        deadline.reschedule(None)
+                        job.release()  # no other attempt can start: the body is not needed
+
                     publisher = Publisher(
                         broadcast, job.outcome, Head(name, returned(resp.headers)), sent, ttfb,
-                        first_event, lambda: deadline.reschedule(None),
+                        first_event, committed,
                     )  # fmt: skip
                     push = publisher.push
                     while chunk := await resp.chunk():

@@ -37,3 +37,8 @@ class Job:
     forced: str | None
     request_id: str
     outcome: Outcome = field(default_factory=Outcome)
+
+    def release(self) -> None:
+        """Drop the request body once an attempt has committed (no later attempt needs it):
+        a long stream should not hold a request of hundreds of KB for its whole length."""
+        self.body = {}
