@@ -231,7 +231,8 @@ async def test_a_committed_stream_no_longer_holds_the_request_body(mock, balance
     async with asyncio.timeout(10):
         while b"text_delta" not in await resp.content.readany():
             pass
-    jobs = [o for o in gc.get_objects() if isinstance(o, Job)]
-    assert jobs and mock.active_streams == 1  # the stream is still going
-    assert all(job.body == {} for job in jobs)
+    request_id = resp.headers["x-ccbalancer-request-id"]
+    (job,) = [o for o in gc.get_objects() if isinstance(o, Job) and o.request_id == request_id]
+    assert mock.active_streams == 1  # the stream is still going
+    assert job.body == {}
     await resp.read()

@@ -8,9 +8,9 @@ step after its bytes arrived); any other reader has its future resolved and its 
 catches up, with backpressure and timeouts. A late subscriber starts at cursor 0 and catches
 up from the log.
 
-The log keeps each event's frame bytes and receive time, not ``Event`` objects (~50 B a
-event instead of ~200 B, none of them tracked by the garbage collector); ``get`` parses an
-event again for the rare reader that needs its JSON (non-streaming clients).
+The log keeps each event's frame bytes and receive time compactly (``FrameLog``), not
+``Event`` objects; ``get`` parses an event again for the rare reader that needs its JSON
+(non-streaming clients).
 
 The log is bounded: past ``max_bytes`` its oldest events are dropped and any subscriber still
 behind them is cut (``Lagged``), never silently skipped. A trimmed log is no longer joinable or
@@ -20,16 +20,12 @@ cacheable.
 from __future__ import annotations
 
 import asyncio
-from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from ccbalancer.sharing.framelog import FrameLog
 from ccbalancer.sse.event import Event
 from ccbalancer.sse.parser import parse_frame
-
-# Memory a logged event costs beyond its frame bytes: the bytes object's header, its list
-# slot and its receive time. Byte caps on logs and the cache count it.
-LOG_OVERHEAD = 56
 
 
 @dataclass(slots=True)
@@ -76,11 +72,9 @@ class Reader:
 
 class Broadcast:
     __slots__ = (
-        "_base",
-        "_frames",
+        "_log",
         "_loop",
         "_readers",
-        "_received",
         "_waiters",
         "bytes",
         "created",
@@ -99,9 +93,7 @@ class Broadcast:
         self.key = key
         self.max_bytes = max_bytes
         self.created = created
-        self._frames: list[bytes] = []  # each event's exact bytes, framing included
-        self._received = array("d")  # perf_counter() when each event's bytes arrived
-        self._base = 0  # absolute index of _frames[0]
+        self._log = FrameLog()  # each event's exact bytes, framing included
         # one future per waiting subscriber, resolved by the next append: a cancelled
         # subscriber cancels only its own (no shield, no shared future to protect)
         self._waiters: list[asyncio.Future[None]] = []
@@ -130,24 +122,19 @@ class Broadcast:
         self._wake()
 
     def _push(self, event: Event) -> None:
-        raw = event.raw
-        self._frames.append(raw)
-        self._received.append(event.received)
-        self.bytes += len(raw) + LOG_OVERHEAD
+        self.bytes += self._log.append(event.raw, event.received)
         if self.bytes > self.max_bytes:
             self._trim()
 
     def _trim(self) -> None:
         """Drop the oldest half of the retained bytes; readers behind it will be cut."""
         target = self.max_bytes // 2
-        frames = self._frames
-        dropped = 0
-        while dropped < len(frames) - 1 and self.bytes > target:
-            self.bytes -= len(frames[dropped]) + LOG_OVERHEAD
-            dropped += 1
-        del frames[:dropped]
-        del self._received[:dropped]
-        self._base += dropped
+        log = self._log
+        index, newest = log.base, log.end - 1
+        while index < newest and self.bytes > target:
+            self.bytes -= log.size(index)
+            index += 1
+        log.drop_oldest(index - log.base)
         self.trimmed = True
 
     def finish(self) -> None:
@@ -170,13 +157,14 @@ class Broadcast:
         if readers:
             # At the end, every reader's own task finishes its response; before it, a reader
             # that takes the new events stays parked for the next ones.
-            end = self._base + len(self._frames)
+            end = self._log.end
+            base = self._log.base
             kept: list[Reader] = []
             for reader in readers:
                 parked = reader.parked
                 if parked is None or parked.done():
                     continue  # its task was cancelled (the client left)
-                if not self.done and reader.cursor >= self._base and reader.take(self, end):
+                if not self.done and reader.cursor >= base and reader.take(self, end):
                     kept.append(reader)
                 else:
                     parked.set_result(None)
@@ -186,7 +174,7 @@ class Broadcast:
 
     @property
     def end(self) -> int:
-        return self._base + len(self._frames)
+        return self._log.end
 
     @property
     def ready(self) -> bool:
@@ -196,37 +184,38 @@ class Broadcast:
     def frames(self, start: int, stop: int, limit: int = 1 << 62) -> tuple[int, bytes]:
         """Events ``start..stop`` as one byte string, cut after ``limit`` bytes (at least one
         event): the index reached, and the bytes. Raises ``Lagged`` if ``start`` was trimmed."""
-        base = self._base
-        if start < base:
+        log = self._log
+        if start < log.base:
             raise Lagged
-        frames = self._frames
-        if stop - start == 1:
-            return stop, frames[start - base]
+        if stop == log.end and stop - start == 1:  # a caught-up reader: the newest frame
+            return stop, log.last
+        parts: list[bytes] = []
         size = 0
         index = start
         while index < stop and (size < limit or index == start):
-            size += len(frames[index - base])
+            frame = log.frame(index)
+            parts.append(frame)
+            size += len(frame)
             index += 1
-        return index, b"".join(frames[start - base : index - base])
+        return index, b"".join(parts)
 
     def received(self, index: int) -> float:
         """When event ``index`` arrived from the upstream (0.0 for synthesised events, and for
         events trimmed meanwhile)."""
-        offset = index - self._base
-        return self._received[offset] if offset >= 0 else 0.0
+        return self._log.received(index)
 
     def get(self, index: int) -> Event:
         """Event ``index``, parsed again from its frame. Raises ``Lagged`` if trimmed."""
-        if index < self._base:
+        log = self._log
+        if index < log.base:
             raise Lagged
-        offset = index - self._base
-        event = parse_frame(self._frames[offset], self._received[offset])
+        event = parse_frame(log.frame(index), log.received(index))
         assert event is not None  # only frames with data are logged
         return event
 
     def events(self) -> list[Event]:
         """All retained events (only meaningful for an untrimmed log)."""
-        return [self.get(index) for index in range(self._base, self.end)]
+        return [self.get(index) for index in range(self._log.base, self.end)]
 
     async def wait(self) -> None:
         """Until the next append, commit or end."""
