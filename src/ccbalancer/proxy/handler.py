@@ -150,9 +150,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         )
         broadcast.meta = job.outcome
         role = "leader" if dedup.enabled else "none"
-    # The body lives on in the job only until an attempt commits; this frame lasts as long as
-    # the stream, and a Claude Code request is often hundreds of KB.
-    del body
+    # The body and headers live on in the job only until an attempt commits; this frame lasts
+    # as long as the stream, and a Claude Code request is often hundreds of KB.
+    del body, headers
     record.role = role
     sub_id = hub.subscribe(broadcast)
     runtime.metrics.subscriber_added()

@@ -39,6 +39,7 @@ class Job:
     outcome: Outcome = field(default_factory=Outcome)
 
     def release(self) -> None:
-        """Drop the request body once an attempt has committed (no later attempt needs it):
-        a long stream should not hold a request of hundreds of KB for its whole length."""
+        """Drop the request body and headers once an attempt has committed (no later attempt
+        needs them): a long stream should not hold a request of hundreds of KB all along."""
         self.body = {}
+        self.headers = {}

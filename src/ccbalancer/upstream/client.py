@@ -18,7 +18,6 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp_socks import ProxyConnector
 
 from ccbalancer.config.schema import ProviderConfig, TimeoutPhase
 from ccbalancer.errors import (
@@ -108,6 +107,9 @@ class UpstreamClient:
         if session is None or session.closed:
             connector: aiohttp.BaseConnector
             if provider.proxy and provider.proxy.startswith("socks"):
+                # imported only when a provider needs it (~30 modules most users never use)
+                from aiohttp_socks import ProxyConnector
+
                 connector = ProxyConnector.from_url(provider.proxy, limit=0, keepalive_timeout=60)
             else:
                 connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
