@@ -146,6 +146,20 @@ async def test_non_streaming_client_gets_the_accumulated_message(mock, balancer_
     assert mock.requests("a")[-1].body["stream"] is True
 
 
+async def test_non_streaming_client_of_a_paced_stream_gets_every_delta(mock, balancer_factory):
+    """Events that arrive one by one are added to the Message as they are published (the
+    producer feeds the parked accumulator); the answer is the whole text, in order."""
+    text = "one two three four five six"
+    mock.configure("a", Script(text=text, events=6, delay=0.03))
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg(stream=False))
+    assert resp.status == 200
+    message = await resp.json()
+    assert [block["type"] for block in message["content"]] == ["text"]
+    assert message["content"][0]["text"].split() == text.split()
+    assert message["stop_reason"] == "end_turn" and message["usage"]["output_tokens"] > 0
+
+
 async def test_upstream_headers_and_query_are_forwarded_and_hop_by_hop_dropped(
     mock, balancer_factory
 ):

@@ -129,9 +129,6 @@ class Attempts:
         timeouts = settings.timeouts
         dialect = self.dialects[provider.type]
         upstream_model = job.model if candidate.model == "passthrough" else candidate.model
-        credential = job.credential if provider.passthrough_auth else provider.auth_value
-        headers = dialect.headers(job.headers, credential, provider.auth_type)
-        headers.update(provider.headers)
         url = dialect.url(provider.base_url, job.query)
         name = provider.name
         loop = asyncio.get_running_loop()
@@ -139,11 +136,12 @@ class Attempts:
         publisher: Publisher | None = None
         try:
             async with asyncio.timeout(timeouts.first_event_timeout) as deadline:
-                # the encoded body is referenced by the open call only, so it is freed once sent
+                # headers and encoded body are referenced by the open call only (freed once
+                # sent): this frame lives as long as the stream
                 resp = await self.client.open(
                     provider,
                     url,
-                    headers,
+                    _headers(job, provider, dialect),
                     dialect.body(job.body, upstream_model),
                     timeouts.streaming,
                 )
@@ -259,3 +257,10 @@ async def _status_error(
         body=body,
         unhealthy=unhealthy,
     )
+
+
+def _headers(job: Job, provider: ProviderConfig, dialect: Dialect) -> dict[str, str]:
+    credential = job.credential if provider.passthrough_auth else provider.auth_value
+    headers = dialect.headers(job.headers, credential, provider.auth_type)
+    headers.update(provider.headers)
+    return headers

@@ -164,20 +164,40 @@ async def stream_to(
     return delivery
 
 
+class _Accumulating(Reader):
+    """A non-streaming client: the producer adds each new event to its Message directly."""
+
+    __slots__ = ("accumulator",)
+
+    def __init__(self, accumulator: MessageAccumulator) -> None:
+        super().__init__()
+        self.accumulator = accumulator
+
+    def take(self, broadcast: Broadcast, end: int) -> bool:
+        event = broadcast.newest
+        if event is None or end - self.cursor != 1:
+            return False
+        try:
+            self.accumulator.add(event)
+        except Exception:  # never the producer's problem: the client's own task meets it again
+            return False
+        self.cursor = end
+        return True
+
+
 async def accumulate(broadcast: Broadcast, sub_id: int) -> MessageAccumulator:
     """Follow the log to its end, building the Message (non-streaming clients); the
     accumulator's ``events`` counts what it consumed."""
     accumulator = MessageAccumulator()
-    cursor = 0
+    reader = _Accumulating(accumulator)
     while True:
-        end = broadcast.end
-        while cursor < end:
-            accumulator.add(broadcast.get(cursor))
-            cursor += 1
-        broadcast.cursors[sub_id] = cursor
+        while reader.cursor < broadcast.end:
+            accumulator.add(broadcast.get(reader.cursor))
+            reader.cursor += 1
+        broadcast.cursors[sub_id] = reader.cursor
         if broadcast.done:
             return accumulator
-        await broadcast.wait()
+        await broadcast.park(reader)
 
 
 def message_response(accumulator: MessageAccumulator, headers: dict[str, str]) -> web.Response:

@@ -85,6 +85,7 @@ class Broadcast:
         "key",
         "max_bytes",
         "meta",
+        "newest",
         "subscribers",
         "trimmed",
     )
@@ -108,6 +109,9 @@ class Broadcast:
         # subscriber id -> events written so far (for inspection; trimming cuts laggards anyway)
         self.cursors: dict[int, int] = {}
         self.meta: Any = None  # what the producer learns (proxy.job.Outcome), for the records
+        # the event just appended, while readers are offered it (a reader that needs the
+        # event itself, not its bytes, takes it from here instead of parsing the frame again)
+        self.newest: Event | None = None
 
     # -- producer side ---------------------------------------------------------------------
 
@@ -122,6 +126,7 @@ class Broadcast:
         self._wake()
 
     def _push(self, event: Event) -> None:
+        self.newest = event
         self.bytes += self._log.append(event.raw, event.received)
         if self.bytes > self.max_bytes:
             self._trim()
@@ -139,11 +144,13 @@ class Broadcast:
 
     def finish(self) -> None:
         self.done = True
+        self.newest = None
         self._wake()
 
     def fail(self, failure: Failure) -> None:
         self.failure = failure
         self.done = True
+        self.newest = None
         self._wake()
 
     def _wake(self) -> None:

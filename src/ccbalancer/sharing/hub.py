@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ccbalancer.sharing.broadcast import Broadcast, Failure
 from ccbalancer.sharing.cache import ResponseCache
@@ -28,7 +28,6 @@ class _Live:
     task: asyncio.Task[None]
     broadcast: Broadcast
     timer: asyncio.TimerHandle | None = None
-    sub_ids: set[int] = field(default_factory=set)
 
 
 class Hub:

@@ -7,7 +7,6 @@ as the SDK does.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import orjson
@@ -37,14 +36,17 @@ class MessageAccumulator:
         if kind == "message_start":
             message = payload.get("message")
             if isinstance(message, dict):
-                self.message = copy.deepcopy(message)
-                self.message.setdefault("content", [])
-                self.message["content"] = list(self.message["content"] or [])
+                # shallow copies are enough: only top-level keys are assigned, and the content
+                # list, the usage and every block are replaced by copies of their own
+                self.message = dict(message)
+                self.message["content"] = list(message.get("content") or [])
         elif kind == "content_block_start":
             index = payload.get("index")
             block = payload.get("content_block")
             if isinstance(index, int) and isinstance(block, dict):
-                block = copy.deepcopy(block)
+                block = dict(block)
+                if isinstance(block.get("citations"), list):
+                    block["citations"] = list(block["citations"])  # deltas append to it
                 if block.get("type") in ("tool_use", "server_tool_use", "mcp_tool_use"):
                     self._json_parts[index] = []
                 self._blocks[index] = block
