@@ -60,3 +60,17 @@ def test_a_text_delta_costs_its_text_not_its_envelope() -> None:
     assert log.size(7) == sizes[7]
     text = orjson.loads(log.frame(7).split(b"data: ", 1)[1])["delta"]["text"]
     assert text == "word7 "
+
+
+def test_arrival_times_stay_within_a_millisecond_for_an_hour_and_the_newest_is_exact() -> None:
+    log = FrameLog()
+    start = 86_400.123456  # a day of uptime, as perf_counter() reads on a server
+    times = [start + k * 7.3 for k in range(500)]  # an hour-long stream
+    for when in times:
+        log.append(delta(0, "text_delta", "text", "x"), when)
+    log.append(encode_event("error", {"type": "error"}).raw, 0.0)  # synthesised by us
+    assert all(abs(log.received(i) - when) < 1e-3 for i, when in enumerate(times))
+    assert abs(log.received(1) - times[1]) < 1e-5
+    assert log.received(log.end - 1) == 0.0
+    log.append(b"event: ping\ndata: {}\n\n", times[-1] + 0.1234567)
+    assert log.received(log.end - 1) == times[-1] + 0.1234567
