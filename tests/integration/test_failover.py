@@ -126,6 +126,19 @@ async def test_mid_stream_failure_ends_with_a_proper_error_event(
     assert b.runtime.health.get("a").failure_count == 1
 
 
+async def test_idle_limit_is_the_gap_between_reads_not_the_stream_length(mock, balancer_factory):
+    """read_timeout bounds each silence, however long the stream: gaps of 0.3 s over ~2 s with
+    a 0.5 s limit complete; a silence after that ends the stream as an idle timeout."""
+    mock.enqueue("a", Script(events=6, delay=0.3))
+    mock.enqueue("a", Script(events=6, delay=0.3, stall_after=6))
+    b = await balancer_factory(config_text(mock, ["a"], settings=FAST_TIMEOUTS))
+    names = [n for n, _ in await read_events(await b.post(msg()))]
+    assert names[-1] == "message_stop" and "error" not in names
+    events = await read_events(await b.post(msg("again")))
+    assert [n for n, _ in events][-1] == "error"
+    assert "idle timeout after 0.5s" in b.runtime.recent.rows(1)[0]["error"]
+
+
 async def test_mid_stream_failure_for_a_non_streaming_client_is_an_error_status(
     mock, balancer_factory
 ):

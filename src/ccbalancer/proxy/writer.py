@@ -153,6 +153,7 @@ async def stream_to(
                 else:
                     await response.write(data)
                 reader.delivered(broadcast, start, stop, len(data))
+                del data  # not kept alive while parked
             if broadcast.done:
                 break
             await broadcast.park(reader)

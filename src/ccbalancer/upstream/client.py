@@ -4,9 +4,9 @@ This is the ONLY module that touches aiohttp's client or its exceptions: every a
 and TLS error is mapped here into the ``UpstreamError`` tree (errors.py), with a message we
 wrote ourselves (aiohttp's own texts can carry proxy URLs with credentials).
 
-Timeouts per phase (STYLE.md): ``sock_connect`` for the connection, ``sock_read`` for the idle
-gap between reads (it also bounds the wait for response headers), and the caller adds the
-first-event deadline. There is never a total deadline on a stream.
+Timeouts per phase (STYLE.md): ``sock_connect`` for the connection, ``sock_read`` for the wait
+for response headers, then ``UpstreamResponse``'s own idle watchdog between body reads, and the
+caller adds the first-event deadline. There is never a total deadline on a stream.
 """
 
 from __future__ import annotations
@@ -38,15 +38,37 @@ class _SessionKey:
 
 
 class UpstreamResponse:
-    """An open upstream response. Read with ``chunk()`` until it returns b''; always ``close()``."""
+    """An open upstream response. Read with ``chunk()`` until it returns b''; always ``close()``.
 
-    __slots__ = ("_read", "_resp", "provider", "read_timeout")
+    Once the headers are in, the idle limit between reads is ours, not aiohttp's ``sock_read``:
+    that re-arms a timer on every chunk the socket delivers (a timer object per event). Here
+    one timer per stream checks, when it fires, how long ago the last chunk came, and either
+    ends the read with a timeout or re-arms itself for the remaining time.
+    """
+
+    __slots__ = ("_loop", "_read", "_resp", "_seen", "_watch", "provider", "read_timeout")
 
     def __init__(self, provider: str, resp: aiohttp.ClientResponse, read_timeout: float) -> None:
         self.provider = provider
         self._resp = resp
         self._read = resp.content.readany
         self.read_timeout = read_timeout
+        self._loop = asyncio.get_running_loop()
+        self._seen = self._loop.time()
+        self._watch: asyncio.TimerHandle | None = None
+        connection = resp.connection
+        if read_timeout > 0 and connection is not None and connection.protocol is not None:
+            # the pool sets it again for the connection's next request
+            connection.protocol.read_timeout = None
+            self._watch = self._loop.call_at(self._seen + read_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        due = self._seen + self.read_timeout
+        if self._loop.time() >= due:
+            self._watch = None
+            self._resp.content.set_exception(aiohttp.SocketTimeoutError("idle upstream"))
+        else:
+            self._watch = self._loop.call_at(due, self._check_idle)
 
     @property
     def status(self) -> int:
@@ -64,9 +86,12 @@ class UpstreamResponse:
         return self._resp.headers.get(name)
 
     async def chunk(self) -> bytes:
-        """The next bytes available (b'' at a clean EOF). Idle gaps are bounded by sock_read."""
+        """The next bytes available (b'' at a clean EOF). Idle gaps are bounded by
+        ``read_timeout``."""
         try:
-            return await self._read()
+            data = await self._read()
+            self._seen = self._loop.time()
+            return data
         except aiohttp.ClientPayloadError:
             raise UpstreamConnectError(self.provider, "connection closed mid-response") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -91,6 +116,9 @@ class UpstreamResponse:
 
     def close(self) -> None:
         """Release the connection: back to the pool if the body was read, else dropped."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         self._resp.release() if self._resp.content.at_eof() else self._resp.close()
 
 
