@@ -90,3 +90,16 @@ def test_identical_clients_share_one_upstream_call(smoke):
         assert balancer["upstream_calls"] == 1
         assert balancer["shared_roles"] == {"leader": 1, "follower": clients - 1}
         assert repeat["direct"]["upstream_calls"] == clients  # the mock itself never shares
+
+
+@pytest.mark.parametrize("name", ["streams100", "streams1000", "shared"])
+def test_timeline_slices_account_for_every_stamped_event(smoke, name):
+    """``--timeline`` reads these: half-second slices in order, covering every measured event,
+    and the balancer's RSS samples over the run."""
+    _, report = smoke
+    for repeat in report["scenarios"][name]["repeats"]:
+        for run in ("direct", "balancer"):
+            slices = repeat[run]["timeline"]
+            assert [s["t_s"] for s in slices] == sorted({s["t_s"] for s in slices})
+            assert sum(s["events"] for s in slices) == repeat[run]["stamped_events"] > 0
+        assert repeat["balancer"]["rss_mb_over_time"][-1][1] > 0

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--smoke", action="store_true", help="tiny sizes, all scenarios, seconds (CI)"
     )
     parser.add_argument(
+        "--timeline", action="store_true",
+        help="also print each run's latency and RSS by half-second slice (where the tail is)",
+    )  # fmt: skip
+    parser.add_argument(
         "--burst", action="store_true",
         help="start all streams at once (default: each scenario's ramp, see docs/benchmarks.md)",
     )  # fmt: skip
@@ -176,6 +180,8 @@ async def _scenarios(
     checks = [] if args.smoke else report.targets(results)
     complete = all(data["complete"] for data in results.values())
     print(report.table(results, args.repeat))
+    if args.timeline:
+        print(report.timeline(results))
     if checks:
         print(report.target_lines(checks))
     print("completeness: OK" if complete else "completeness: FAILED (see << INCOMPLETE)")

@@ -75,6 +75,10 @@ class Completeness:
         }
 
 
+# Slices of ``timeline``: short enough to see a ramp, long enough for a p99 of its own.
+TIMELINE_WINDOW = 0.5
+
+
 def percentiles(values: Sequence[int], scale: float = NS_PER_MS) -> dict[str, float | None]:
     """Nearest-rank p50/p99/p99.9 and the max, divided by ``scale`` (ns -> ms by default)."""
     if not values:
@@ -95,6 +99,7 @@ class StreamSeen:
     the first stamped text delta (ns)."""
 
     latencies: list[int]
+    reads: list[int]  # when each of those events was read (CLOCK_MONOTONIC ns)
     frames: int
     ttfb: int | None
     ttft: int | None
@@ -106,6 +111,7 @@ def parse_stream(record: Record, expected: int, completeness: Completeness) -> S
     ends = list(accumulate(len(chunk) for chunk in record.chunks))
     times = record.times
     latencies: list[int] = []
+    reads: list[int] = []
     seqs: list[int] = []
     ttft: int | None = None
     for match in _STREAM_STAMP.finditer(raw):
@@ -116,6 +122,7 @@ def parse_stream(record: Record, expected: int, completeness: Completeness) -> S
         if ttft is None:
             ttft = read_at - record.started
         latencies.append(read_at - int(match[2]))
+        reads.append(read_at)
         seqs.append(int(match[1]))
     finished = (
         record.status == 200
@@ -128,7 +135,7 @@ def parse_stream(record: Record, expected: int, completeness: Completeness) -> S
     completeness.tally(seqs, expected)
     _note_error(record, completeness, finished)
     ttfb = times[0] - record.started if times else None
-    return StreamSeen(latencies, raw.count(b"\n\n"), ttfb, ttft, finished)
+    return StreamSeen(latencies, reads, raw.count(b"\n\n"), ttfb, ttft, finished)
 
 
 def parse_whole(record: Record, expected: int, completeness: Completeness) -> bool:
@@ -171,12 +178,14 @@ def stream_run(records: Sequence[Record], expected: int) -> dict[str, Any]:
     """The metrics of one streaming run (one row of the table)."""
     completeness = Completeness()
     latencies: list[int] = []
+    reads: list[int] = []
     ttfbs: list[int] = []
     ttfts: list[int] = []
     frames = 0
     for record in records:
         seen = parse_stream(record, expected, completeness)
         latencies.extend(seen.latencies)
+        reads.extend(seen.reads)
         frames += seen.frames
         if seen.ttfb is not None:
             ttfbs.append(seen.ttfb)
@@ -194,7 +203,23 @@ def stream_run(records: Sequence[Record], expected: int) -> dict[str, Any]:
         "events_per_s": round(frames / wall, 1) if wall else None,
         "completeness": completeness.as_dict(),
         "shared_roles": dict(roles),
+        "timeline": timeline(reads, latencies, min((r.started for r in records), default=0)),
     }
+
+
+def timeline(
+    reads: Sequence[int], latencies: Sequence[int], start: int, window: float = TIMELINE_WINDOW
+) -> list[dict[str, Any]]:
+    """Per-event latency by when the event was read, in ``window``-second slices from
+    ``start``: where in a run the tail comes from (stream set-up, steady state, the end)."""
+    slices: dict[int, list[int]] = {}
+    width = window * 1e9
+    for read_at, latency in zip(reads, latencies, strict=True):
+        slices.setdefault(int((read_at - start) // width), []).append(latency)
+    return [
+        {"t_s": round(index * window, 2), "events": len(values), **percentiles(values)}
+        for index, values in sorted(slices.items())
+    ]
 
 
 def whole_run(records: Sequence[Record], expected: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ccbalancer
+from ccbalancer.bench.measure import TIMELINE_WINDOW as TIMELINE_SLICE
 
 # inside these objects every number is a count to add up over repeats
 _SUMMED = {"completeness", "errors", "shared_roles"}
@@ -216,6 +217,33 @@ def table(scenarios: dict[str, Any], repeat: int) -> str:
                 f" clients vs {median['one_client']['cpu_s']} s for one"
                 f" (x{median.get('cpu_ratio_vs_one_client')})"
             )
+    return "\n".join(lines)
+
+
+def timeline(scenarios: dict[str, Any]) -> str:
+    """Per repeat of every streaming scenario: latency by half-second slice of the run, direct
+    and through the balancer side by side, with the balancer's RSS at the end of the slice."""
+    lines = ["timeline: per-event latency (ms) by when the event was read; RSS in MB"]
+    for name, data in scenarios.items():
+        for number, result in enumerate(data["repeats"], 1):
+            direct, balancer = result["direct"], result["balancer"]
+            if "timeline" not in balancer:
+                continue  # non-streaming: one latency per request
+            lines.append(f"{name} run {number}")
+            lines.append(
+                f"  {'t (s)':>6} | {'direct n':>9} {'p50':>7} {'p99':>7} |"
+                f" {'balancer n':>10} {'p50':>7} {'p99':>7} {'max':>7} | {'RSS':>6}"
+            )
+            by_time = {row["t_s"]: row for row in direct["timeline"]}
+            rss = balancer.get("rss_mb_over_time") or []
+            for row in balancer["timeline"]:
+                other = by_time.get(row["t_s"], {})
+                seen = [mb for t, mb in rss if t <= row["t_s"] + TIMELINE_SLICE]
+                lines.append(
+                    f"  {row['t_s']:>6.1f} | {other.get('events', 0):>9,} {_ms(other.get('p50'))}"
+                    f"{_ms(other.get('p99'))} | {row['events']:>10,} {_ms(row['p50'])}"
+                    f"{_ms(row['p99'])}{_ms(row['max'])} | {_num(seen[-1] if seen else None, 6, 1)}"
+                )
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ import psutil
 
 from ccbalancer.bench import measure
 from ccbalancer.bench.client import get_json, run_streams, run_whole
-from ccbalancer.bench.procs import Watch
+from ccbalancer.bench.procs import MB, Watch
 from ccbalancer.bench.scenarios import PROVIDER, Scenario, body
 
 WARMUP_STREAMS = 5
@@ -101,6 +101,7 @@ async def measured_run(
         # CPU ms per forwarded event == CPU seconds per 1,000 events
         cpu_ms_per_event=round(cpu * 1000 / events, 4) if cpu is not None and events else None,
         peak_rss_mb=watch.peak_rss_mb,
+        rss_mb_over_time=[[round(t, 2), round(rss / MB, 1)] for t, rss in watch.samples],
         mock_cpu_s=mock_watch.cpu_s,
         client_cpu_s=round(client_cpu, 3),
         # CPU the rest of this shared machine used meanwhile: the noise behind odd numbers
