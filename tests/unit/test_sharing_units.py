@@ -650,3 +650,25 @@ def test_key_includes_the_forwarded_query_string() -> None:
     assert coalescing_key("id", body, {}, query="beta=true") == coalescing_key(
         "id", body, {}, query="beta=true"
     )
+
+
+class Broken(Reader):
+    def take(self, broadcast: Broadcast, end: int) -> bool:
+        raise RuntimeError("a bug in one subscriber")
+
+
+async def test_a_reader_that_raises_is_woken_and_the_others_still_get_the_event() -> None:
+    """One subscriber's failure is its own: the producer's append goes on for everyone."""
+    b = Broadcast("k", 1 << 20, created=0.0)
+    b.commit(HEAD, opening())
+    broken, fine = Broken(), Taker()
+    broken.cursor = fine.cursor = b.end
+    async with asyncio.TaskGroup() as group:
+        woken = group.create_task(b.park(broken))
+        parked = group.create_task(b.park(fine))
+        await settle()
+        b.append(delta("x"))  # does not raise
+        await settle()
+        assert woken.done() and not parked.done()
+        assert fine.taken == [delta("x").raw]
+        b.finish()

@@ -178,10 +178,7 @@ class _Accumulating(Reader):
         event = broadcast.newest
         if event is None or end - self.cursor != 1:
             return False
-        try:
-            self.accumulator.add(event)
-        except Exception:  # never the producer's problem: the client's own task meets it again
-            return False
+        self.accumulator.add(event)  # should it raise, the broadcast wakes this client's task
         self.cursor = end
         return True
 

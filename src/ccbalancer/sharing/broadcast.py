@@ -171,7 +171,7 @@ class Broadcast:
                 parked = reader.parked
                 if parked is None or parked.done():
                     continue  # its task was cancelled (the client left)
-                if not self.done and reader.cursor >= base and reader.take(self, end):
+                if not self.done and reader.cursor >= base and _took(reader, self, end):
                     kept.append(reader)
                 else:
                     parked.set_result(None)
@@ -254,3 +254,12 @@ class Broadcast:
     @property
     def succeeded(self) -> bool:
         return self.done and self.failure is None and self.head is not None
+
+
+def _took(reader: Reader, broadcast: Broadcast, end: int) -> bool:
+    """One reader's failure is its own task's to meet, never the producer's (and so every
+    other subscriber's)."""
+    try:
+        return reader.take(broadcast, end)
+    except Exception:
+        return False
