@@ -672,3 +672,23 @@ async def test_a_reader_that_raises_is_woken_and_the_others_still_get_the_event(
         assert woken.done() and not parked.done()
         assert fine.taken == [delta("x").raw]
         b.finish()
+
+
+async def test_events_added_together_are_offered_together_in_one_take() -> None:
+    """What one upstream read brought is written to a caught-up client in one write."""
+    b = Broadcast("k", 1 << 20, created=0.0)
+    b.commit(HEAD, opening())
+    reader = Taker()
+    reader.cursor = b.end
+    sent = [delta(text) for text in ("a", "b", "c")]
+    async with asyncio.TaskGroup() as group:
+        parked = group.create_task(b.park(reader))
+        await settle()
+        for one in sent:
+            b.add(one)
+        assert reader.taken == []  # not offered until published
+        b.publish()
+        assert reader.taken == [b"".join(e.raw for e in sent)] and reader.cursor == b.end
+        b.publish()  # nothing new: nothing offered
+        assert len(reader.taken) == 1 and not parked.done()
+        b.finish()

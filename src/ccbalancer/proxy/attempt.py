@@ -173,6 +173,7 @@ class Attempts:
                         for event in events:
                             if push(event):
                                 return
+                        broadcast.publish()  # what one read brought, one write per client
                     try:
                         tail = decoder.close()
                     except ValueError as exc:

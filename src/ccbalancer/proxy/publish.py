@@ -81,7 +81,7 @@ class Publisher:
         if kind == "message_delta":
             self.saw_delta = True
             _read_delta(event, self.outcome)
-        broadcast.append(event)
+        broadcast.add(event)  # offered to the readers by the attempt, once per upstream read
         self.outcome.events += 1
         if kind == "message_stop":
             broadcast.finish()

@@ -166,7 +166,7 @@ async def stream_to(
 
 
 class _Accumulating(Reader):
-    """A non-streaming client: the producer adds each new event to its Message directly."""
+    """A non-streaming client: the producer adds the new events to its Message directly."""
 
     __slots__ = ("accumulator",)
 
@@ -175,11 +175,12 @@ class _Accumulating(Reader):
         self.accumulator = accumulator
 
     def take(self, broadcast: Broadcast, end: int) -> bool:
-        event = broadcast.newest
-        if event is None or end - self.cursor != 1:
+        fresh = broadcast.fresh
+        if not fresh or end - self.cursor != len(fresh):
             return False
-        self.accumulator.add(event)  # should it raise, the broadcast wakes this client's task
-        self.cursor = end
+        for event in fresh:  # should one raise, the broadcast wakes this client's task
+            self.accumulator.add(event)
+            self.cursor += 1
         return True
 
 

@@ -81,11 +81,11 @@ class Broadcast:
         "cursors",
         "done",
         "failure",
+        "fresh",
         "head",
         "key",
         "max_bytes",
         "meta",
-        "newest",
         "subscribers",
         "trimmed",
     )
@@ -109,9 +109,9 @@ class Broadcast:
         # subscriber id -> events written so far (for inspection; trimming cuts laggards anyway)
         self.cursors: dict[int, int] = {}
         self.meta: Any = None  # what the producer learns (proxy.job.Outcome), for the records
-        # the event just appended, while readers are offered it (a reader that needs the
-        # event itself, not its bytes, takes it from here instead of parsing the frame again)
-        self.newest: Event | None = None
+        # the events added since readers were last offered any (a reader that needs the
+        # events themselves, not their bytes, takes them from here instead of parsing frames)
+        self.fresh: list[Event] = []
 
     # -- producer side ---------------------------------------------------------------------
 
@@ -125,8 +125,18 @@ class Broadcast:
         self._push(event)
         self._wake()
 
+    def add(self, event: Event) -> None:
+        """Append without telling the readers yet: events that arrived together (one upstream
+        read) are then offered together by ``publish``, one write per reader."""
+        self._push(event)
+
+    def publish(self) -> None:
+        """Offer what ``add`` appended since the last offer."""
+        if self.fresh:
+            self._wake()
+
     def _push(self, event: Event) -> None:
-        self.newest = event
+        self.fresh.append(event)
         self.bytes += self._log.append(event.raw, event.received)
         if self.bytes > self.max_bytes:
             self._trim()
@@ -144,13 +154,11 @@ class Broadcast:
 
     def finish(self) -> None:
         self.done = True
-        self.newest = None
         self._wake()
 
     def fail(self, failure: Failure) -> None:
         self.failure = failure
         self.done = True
-        self.newest = None
         self._wake()
 
     def _wake(self) -> None:
@@ -176,6 +184,7 @@ class Broadcast:
                 else:
                     parked.set_result(None)
             self._readers = kept
+        self.fresh.clear()
 
     # -- subscriber side -------------------------------------------------------------------
 
