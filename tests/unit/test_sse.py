@@ -54,8 +54,19 @@ def test_any_byte_split_and_line_ending_parses_to_the_same_events(sample, ending
     data = raw.replace(b"\n", ending)
     events = _parse(_split(data, cuts))
     assert [(e.name, e.data) for e in events] == reference
-    if ending == b"\n":
-        assert b"".join(e.raw for e in events) == data  # byte-exact passthrough
+    assert b"".join(e.raw for e in events) == data  # byte-exact passthrough, any line ending
+
+
+def test_a_crlf_blank_line_split_between_cr_and_lf_loses_no_byte():
+    frames = [b"event: ping\r\ndata: {}\r\n\r\n", b'event: x\r\ndata: {"a":1}\r\n\r\n']
+    data = b"".join(frames)
+    cut = len(frames[0]) - 1  # the read ends on the blank line's CR; its LF comes next
+    parser = SSEParser()
+    first = parser.feed(data[:cut])
+    assert [e.name for e in first] == ["ping"]  # dispatched on the CR, not held for the LF
+    second = parser.feed(data[cut : cut + 1]) + parser.feed(data[cut + 1 :])
+    assert [e.name for e in second] == ["x"] and second[0].json() == {"a": 1}
+    assert b"".join(e.raw for e in first + second) == data
 
 
 def test_comments_multiline_data_and_unknown_fields():

@@ -21,13 +21,12 @@ class SSEError(ValueError):
 
 
 class SSEParser:
-    __slots__ = ("_buf", "_cr_mode", "_drop_lf", "max_event_bytes")
+    __slots__ = ("_buf", "_cr_mode", "max_event_bytes")
 
     def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
         self.max_event_bytes = max_event_bytes
         self._buf = b""
         self._cr_mode = False  # once a CR is seen, use the general line scanner
-        self._drop_lf = False  # a frame was dispatched on a CR that may be half of a CRLF
 
     @property
     def pending(self) -> bool:
@@ -35,10 +34,6 @@ class SSEParser:
         return bool(self._buf.strip(b"\r\n"))
 
     def feed(self, chunk: bytes, received: float = 0.0) -> list[Event]:
-        if self._drop_lf and chunk:
-            self._drop_lf = False
-            if chunk[:1] == b"\n":
-                chunk = chunk[1:]
         buf = self._buf + chunk if self._buf else chunk
         if not self._cr_mode and b"\r" in chunk:
             self._cr_mode = True
@@ -76,12 +71,14 @@ class SSEParser:
                 # after it only adds an empty line to the next frame.
                 line_start = match.start()
                 break
-            if blank:  # empty line: dispatch the frame
-                if line_start > start:
-                    event = parse_frame(buf[start : match.end()], received)
-                    if event is not None:
-                        events.append(event)
+            if blank and line_start > start:  # empty line after a field: dispatch the frame
+                event = parse_frame(buf[start : match.end()], received)
+                if event is not None:
+                    events.append(event)
                 start = match.end()
+            # An empty line before any field stays in the buffer and goes out at the head of
+            # the next frame, as in the LF-only scan: when a frame was dispatched on a CR that
+            # ended a read, the LF that completes that CRLF arrives here and is not lost.
             line_start = match.end()
         return start
 
