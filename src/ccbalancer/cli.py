@@ -245,7 +245,7 @@ async def _probe(config: Config) -> int:
                     p,
                     dialect.url(p.base_url, ""),
                     headers,
-                    dialect.body(body, model),
+                    dialect.body(body, model, p.body_options),
                     config.settings.timeouts.non_streaming,
                 )
                 status = resp.status

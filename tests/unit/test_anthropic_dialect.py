@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from ccbalancer.dialects.anthropic import AnthropicDialect
-from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX
+from ccbalancer.dialects.base import DEFAULT_BODY_OPTIONS, SYNTHETIC_SIGNATURE_PREFIX, BodyOptions
 from ccbalancer.sse.accumulate import MessageAccumulator
 
 DIALECT = AnthropicDialect()
@@ -19,9 +19,42 @@ def test_body_maps_model_forces_stream_and_drops_only_our_own_fields():
         "future": [1],
         "messages": [],
     }
-    sent = orjson.loads(DIALECT.body(request, "mapped-model"))
+    sent = orjson.loads(DIALECT.body(request, "mapped-model", DEFAULT_BODY_OPTIONS))
     assert sent == {"model": "mapped-model", "stream": True, "future": [1], "messages": []}
     assert request["provider"] == "relay"  # the client's parsed body is never mutated
+
+
+def test_max_tokens_is_capped_at_the_providers_limit_and_only_lowered():
+    capped = BodyOptions(max_tokens=8192)
+    big = {"model": "m", "max_tokens": 32000, "messages": []}
+    assert orjson.loads(DIALECT.body(big, "m", capped))["max_tokens"] == 8192
+    assert big["max_tokens"] == 32000  # the client's body is untouched
+    small = {"model": "m", "max_tokens": 100, "messages": []}
+    assert orjson.loads(DIALECT.body(small, "m", capped))["max_tokens"] == 100
+    assert orjson.loads(DIALECT.body(big, "m", DEFAULT_BODY_OPTIONS))["max_tokens"] == 32000
+
+
+def test_a_cap_keeps_the_thinking_budget_below_max_tokens_or_drops_thinking():
+    # Anthropic answers 400 unless 1024 <= budget_tokens < max_tokens.
+    request = {
+        "model": "m",
+        "max_tokens": 32000,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "messages": [],
+    }
+    sent = orjson.loads(DIALECT.body(request, "m", BodyOptions(max_tokens=8192)))
+    assert sent["max_tokens"] == 8192
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 8191}
+    roomy = {**request, "thinking": {"type": "enabled", "budget_tokens": 4000}}
+    assert orjson.loads(DIALECT.body(roomy, "m", BodyOptions(max_tokens=8192)))["thinking"] == {
+        "type": "enabled",
+        "budget_tokens": 4000,
+    }
+    sent = orjson.loads(DIALECT.body(request, "m", BodyOptions(max_tokens=1024)))
+    assert sent["max_tokens"] == 1024 and "thinking" not in sent
+    adaptive = {**request, "thinking": {"type": "adaptive"}}
+    sent = orjson.loads(DIALECT.body(adaptive, "m", BodyOptions(max_tokens=1024)))
+    assert sent["thinking"] == {"type": "adaptive"}  # no budget to fit
 
 
 def test_synthetic_thinking_from_an_openai_provider_never_reaches_an_anthropic_one():
@@ -40,7 +73,7 @@ def test_synthetic_thinking_from_an_openai_provider_never_reaches_an_anthropic_o
             {"role": "assistant", "content": [real, tool]},
         ],
     }
-    sent = orjson.loads(DIALECT.body(request, "m"))["messages"]
+    sent = orjson.loads(DIALECT.body(request, "m", DEFAULT_BODY_OPTIONS))["messages"]
     assert sent[0] == {"role": "user", "content": "hi"}
     assert sent[1]["content"] == [tool]
     assert sent[2]["content"] == [real, tool]

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ccbalancer.dialects.base import DEFAULT_BODY_OPTIONS
 from ccbalancer.dialects.openai import OpenAIDialect, to_openai_request
 
 # Copied from the recordings of the real CLI (CLAUDE_CODE.md section 4).
@@ -104,6 +105,14 @@ def test_thinking_maps_to_reasoning_effort(
 def test_reasoning_effort_can_be_turned_off_for_servers_that_reject_it() -> None:
     request = {"model": "m", "messages": [], "thinking": {"type": "adaptive"}}
     assert "reasoning_effort" not in to_openai_request(request, "gpt-4o", reasoning_effort=False)
+
+
+def test_max_tokens_is_capped_at_the_servers_limit() -> None:
+    request = {"model": "m", "messages": [], "max_tokens": 32000}
+    assert to_openai_request(request, "deepseek-chat", max_tokens_limit=8192)["max_tokens"] == 8192
+    assert to_openai_request(request, "gpt-4o")["max_tokens"] == 32000
+    small = {**request, "max_tokens": 512}
+    assert to_openai_request(small, "deepseek-chat", max_tokens_limit=8192)["max_tokens"] == 512
 
 
 # --- system text ----------------------------------------------------------------------------
@@ -489,7 +498,7 @@ def test_dialect_body_is_the_translated_request_as_json() -> None:
         "messages": [{"role": "user", "content": "hi"}],
         "provider": "x",
     }
-    body = orjson.loads(OpenAIDialect().body(request, "gpt-4o-mini"))
+    body = orjson.loads(OpenAIDialect().body(request, "gpt-4o-mini", DEFAULT_BODY_OPTIONS))
     assert body["model"] == "gpt-4o-mini"
     assert body["messages"] == [{"role": "user", "content": "hi"}]
     assert "provider" not in body

@@ -18,6 +18,7 @@ import anthropic
 import pytest
 from aiohttp import web
 
+from ccbalancer.dialects.base import DEFAULT_BODY_OPTIONS
 from ccbalancer.dialects.openai import OpenAIDialect
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "openai" / "streams"
@@ -34,7 +35,7 @@ class Upstream:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         dialect = OpenAIDialect()
         client_body = await request.json()
-        self.requests.append(json.loads(dialect.body(client_body, "gpt-4o")))
+        self.requests.append(json.loads(dialect.body(client_body, "gpt-4o", DEFAULT_BODY_OPTIONS)))
         content_type = "application/json" if self.path.suffix == ".json" else "text/event-stream"
         decoder = dialect.decoder(client_body["model"], content_type)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ccbalancer.dialects.base import BodyOptions
+
 DEFAULT_UNHEALTHY_CODES = (
     401, 402, 403, 404, 408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529,
 )  # fmt: skip
@@ -34,6 +36,9 @@ class ProviderConfig(_Frozen):
     weight: float = Field(default=1.0, gt=0)
     max_concurrency: int = Field(default=0, ge=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    max_tokens: int = Field(default=0, ge=0)  # 0: the client's max_tokens unchanged
+    reasoning_effort: bool = True  # openai only
+    reasoning_history: bool = False  # openai only
 
     @field_validator("base_url")
     @classmethod
@@ -52,9 +57,21 @@ class ProviderConfig(_Frozen):
             raise ValueError("must be an http://, https://, socks4:// or socks5:// URL")
         return value
 
+    @model_validator(mode="after")
+    def _openai_only(self) -> ProviderConfig:
+        if self.type != "openai":
+            for key in ("reasoning_effort", "reasoning_history"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"{key} applies to type: openai providers only")
+        return self
+
     @property
     def passthrough_auth(self) -> bool:
         return self.auth_value == "passthrough"
+
+    @cached_property
+    def body_options(self) -> BodyOptions:
+        return BodyOptions(self.max_tokens, self.reasoning_effort, self.reasoning_history)
 
 
 class RouteEntry(_Frozen):

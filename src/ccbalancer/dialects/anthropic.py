@@ -1,7 +1,8 @@
 """The Anthropic dialect: bytes pass through untouched.
 
 Requests keep every field the client sent (unknown ones included); only ``model`` may be mapped,
-``stream`` is forced on (DESIGN.md section 5) and our own ``provider`` field is removed. Response
+``stream`` is forced on (DESIGN.md section 5), our own ``provider`` field is removed, and
+``max_tokens`` is lowered to the provider's ``max_tokens`` when that is set. Response
 frames are forwarded exactly as received. A 200 that is not an event stream (a JSON error object
 or a whole Message from a relay that ignored ``stream``) is turned into events at the end.
 """
@@ -12,13 +13,14 @@ from typing import Any
 
 import orjson
 
-from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX
+from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX, BodyOptions, capped_max_tokens
 from ccbalancer.dialects.headers import forwardable
 from ccbalancer.errors import error_type_for_status
 from ccbalancer.sse.event import Event, encode_event
 from ccbalancer.sse.parser import SSEParser
 
 MAX_JSON_BODY = 16 * 1024 * 1024
+MIN_THINKING_BUDGET = 1024  # Anthropic rejects a smaller thinking.budget_tokens
 
 
 class AnthropicDialect:
@@ -27,11 +29,15 @@ class AnthropicDialect:
     def url(self, base_url: str, query: str) -> str:
         return f"{base_url}/v1/messages?{query}" if query else f"{base_url}/v1/messages"
 
-    def body(self, request: dict[str, Any], upstream_model: str) -> bytes:
+    def body(self, request: dict[str, Any], upstream_model: str, options: BodyOptions) -> bytes:
         out = dict(request)
         out.pop("provider", None)
         out["model"] = upstream_model
         out["stream"] = True
+        capped = capped_max_tokens(request, options.max_tokens)
+        if capped is not None:
+            out["max_tokens"] = capped
+            _fit_thinking_budget(out, capped)
         messages = out.get("messages")
         if isinstance(messages, list) and _has_synthetic_thinking(messages):
             out["messages"] = [_strip_synthetic(m) for m in messages]
@@ -174,6 +180,21 @@ def anthropic_error(status: int, body: bytes) -> tuple[str, str]:
         if isinstance(value.get("message"), str):
             return fallback_type, value["message"][:500]
     return fallback_type, f"HTTP {status} from upstream"
+
+
+def _fit_thinking_budget(out: dict[str, Any], max_tokens: int) -> None:
+    """Anthropic wants ``thinking.budget_tokens`` below ``max_tokens`` (and at least 1,024):
+    after a cap, lower the budget, or leave thinking out when no valid budget is left."""
+    thinking = out.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < max_tokens:
+        return
+    if max_tokens - 1 >= MIN_THINKING_BUDGET:
+        out["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
+    else:
+        del out["thinking"]
 
 
 def _synthetic(block: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ccbalancer.sse.event import Event
@@ -10,6 +11,27 @@ from ccbalancer.sse.event import Event
 # signature with this prefix. Claude Code echoes them back; the Anthropic dialect drops them
 # from history, since an Anthropic upstream rejects a signature it did not issue.
 SYNTHETIC_SIGNATURE_PREFIX = "ccbalancer-synthetic:"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyOptions:
+    """One provider's choices for the body sent to it (from its config entry)."""
+
+    max_tokens: int = 0  # > 0: ask for at most this many output tokens
+    reasoning_effort: bool = True  # openai: Anthropic `thinking` -> `reasoning_effort`
+    reasoning_history: bool = False  # openai: earlier thinking -> `reasoning_content`
+
+
+DEFAULT_BODY_OPTIONS = BodyOptions()
+
+
+def capped_max_tokens(request: dict[str, Any], limit: int) -> int | None:
+    """The ``max_tokens`` to send when the provider's limit is ``limit`` (0: none), or None
+    when the client's value stands (absent, not an integer, or within the limit)."""
+    value = request.get("max_tokens")
+    if limit > 0 and isinstance(value, int) and not isinstance(value, bool) and value > limit:
+        return limit
+    return None
 
 
 class StreamDecoder(Protocol):
@@ -36,9 +58,10 @@ class Dialect(Protocol):
         """The upstream URL for a Messages call (``query`` is the client's query string)."""
         ...
 
-    def body(self, request: dict[str, Any], upstream_model: str) -> bytes:
+    def body(self, request: dict[str, Any], upstream_model: str, options: BodyOptions) -> bytes:
         """The upstream request body. ``request`` is the client's parsed body (never mutated);
-        ``upstream_model`` the model to ask for. The upstream call always streams."""
+        ``upstream_model`` the model to ask for; ``options`` the provider's body settings.
+        The upstream call always streams."""
         ...
 
     def headers(

@@ -142,7 +142,7 @@ class Attempts:
                     provider,
                     url,
                     _headers(job, provider, dialect),
-                    dialect.body(job.body, upstream_model),
+                    dialect.body(job.body, upstream_model, provider.body_options),
                     timeouts.streaming,
                 )
                 try:

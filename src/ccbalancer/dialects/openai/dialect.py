@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ccbalancer.dialects.base import BodyOptions
 from ccbalancer.dialects.openai.errors import map_openai_error
 from ccbalancer.dialects.openai.request import to_openai_request
 from ccbalancer.dialects.openai.response import completion_chunks
@@ -33,19 +34,11 @@ _SSE_STARTS = (b"data", b"event", b"id", b"retry", b":")
 
 
 class OpenAIDialect:
-    """Dialect for ``type: openai`` providers. Options are per provider, fixed at build."""
+    """Dialect for ``type: openai`` providers; per-provider choices come with each body."""
 
     kind = "openai"
 
-    def __init__(
-        self,
-        *,
-        reasoning_effort: bool = True,
-        reasoning_history: bool = False,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-    ) -> None:
-        self.reasoning_effort = reasoning_effort
-        self.reasoning_history = reasoning_history
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.max_event_bytes = max_event_bytes
 
     def url(self, base_url: str, query: str) -> str:
@@ -54,13 +47,14 @@ class OpenAIDialect:
         base = base_url.rstrip("/")
         return base if base.endswith(_ENDPOINT) else base + _ENDPOINT
 
-    def body(self, request: dict[str, Any], upstream_model: str) -> bytes:
+    def body(self, request: dict[str, Any], upstream_model: str, options: BodyOptions) -> bytes:
         return orjson.dumps(
             to_openai_request(
                 request,
                 upstream_model,
-                reasoning_effort=self.reasoning_effort,
-                reasoning_history=self.reasoning_history,
+                reasoning_effort=options.reasoning_effort,
+                reasoning_history=options.reasoning_history,
+                max_tokens_limit=options.max_tokens,
             )
         )
 

@@ -17,6 +17,8 @@ from typing import Any, TypeGuard
 
 import orjson
 
+from ccbalancer.dialects.base import capped_max_tokens
+
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 
 # Text blocks of one message become one string: simple servers reject content arrays, and a
@@ -44,6 +46,7 @@ def to_openai_request(
     *,
     reasoning_effort: bool = True,
     reasoning_history: bool = False,
+    max_tokens_limit: int = 0,
 ) -> dict[str, Any]:
     """The chat.completions body for ``request``, always streaming with usage.
 
@@ -51,6 +54,8 @@ def to_openai_request(
     (``output_config.effort`` when given, else "medium"); turn it off for servers that reject
     the field on non-reasoning models. ``reasoning_history``: send earlier thinking blocks back
     as ``reasoning_content`` (DeepSeek's thinking mode requires it on tool-call turns).
+    ``max_tokens_limit``: when > 0, the most output tokens to ask this server for (Claude Code
+    asks for 32,000 and more; many servers reject a value above their model's limit).
     """
     body: dict[str, Any] = {
         "model": upstream_model,
@@ -64,7 +69,7 @@ def to_openai_request(
     # `max_tokens`, not `max_completion_tokens`: OpenAI still accepts it and many compatible
     # servers (vLLM, Ollama, DeepSeek, older gateways) know only this name.
     if _is_int(max_tokens) and max_tokens > 0:
-        body["max_tokens"] = max_tokens
+        body["max_tokens"] = capped_max_tokens(request, max_tokens_limit) or max_tokens
     for key in ("temperature", "top_p"):
         value = request.get(key)
         if _is_number(value):
