@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -41,6 +41,7 @@ from ccbalancer.proxy.attempt import Attempts
 from ccbalancer.proxy.job import Job
 from ccbalancer.sharing.broadcast import Broadcast
 from ccbalancer.sharing.hub import Hub
+from ccbalancer.sharing.remote import RemoteShare
 from ccbalancer.tasks import TaskOwner
 from ccbalancer.upstream.client import UpstreamClient
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, State
@@ -54,6 +55,9 @@ def secrets_of(config: Config) -> list[str]:
         p.auth_value for p in config.providers if p.auth_value and p.auth_value != "passthrough"
     ]
     found += list(config.settings.auth.keys) + list(config.settings.admin_keys)
+    redis_url = config.settings.redis.url
+    if "@" in redis_url:  # redis://user:password@host: the credentials part
+        found.append(redis_url.split("://", 1)[-1].rsplit("@", 1)[0])
     for provider in config.providers:
         if provider.proxy and "@" in provider.proxy:
             found.append(provider.proxy.split("://", 1)[-1].rsplit("@", 1)[0])
@@ -95,6 +99,11 @@ class Runtime:
             dedup.orphan_grace,
             settings.timeouts.caching.deduplication_timeout,
         )
+        # Sharing across instances; the URL is read once (a reload that changes it is logged
+        # and takes effect at the next start).
+        self.remote: RemoteShare | None = (
+            RemoteShare(settings.redis.url, self._remote_warning) if settings.redis.url else None
+        )
         self.dialects: dict[str, Dialect] = {
             "anthropic": AnthropicDialect(),
             "openai": OpenAIDialect(),
@@ -135,6 +144,8 @@ class Runtime:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await self._owner.close()
         await self.hub.close()
+        if self.remote is not None:
+            await self.remote.close()
         await self.client.close()
         if self.history is not None:
             await asyncio.to_thread(self.history.close)
@@ -171,6 +182,28 @@ class Runtime:
 
         return trace
 
+    def producer(self, job: Job, key: str | None) -> Callable[[Broadcast], Awaitable[None]]:
+        """What the hub runs for a new call: the upstream attempt, shared with other instances
+        through Redis when that is configured and the request has a sharing key."""
+
+        async def local(broadcast: Broadcast) -> None:
+            await self.produce(job, broadcast)
+
+        if self.remote is None or key is None:
+            return local
+        timeouts = job.config.settings.timeouts
+        return self.remote.producer(
+            key,
+            local,
+            lead_ttl=timeouts.caching.deduplication_timeout,
+            cache_ttl=job.config.settings.cache.ttl,
+            first_event_timeout=timeouts.first_event_timeout,
+            idle_timeout=timeouts.streaming.read_timeout,
+        )
+
+    def _remote_warning(self, event: str, detail: str) -> None:
+        self.log.warning(event, error=self.redactor.scrub(detail))
+
     def _failover(self, provider: str, reason: str) -> None:
         pass  # counted from the request record (failovers_total); hook kept for tracing
 
@@ -196,6 +229,8 @@ class Runtime:
             settings.deduplication.orphan_grace,
             settings.timeouts.caching.deduplication_timeout,
         )
+        if settings.redis.url != old.settings.redis.url:
+            self.log.warning("config", message="settings.redis.url changes take effect at restart")
         removed = set(old.providers_by_name) - set(config.providers_by_name)
         for name in removed:
             self.metrics.forget_provider(name)

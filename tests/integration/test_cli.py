@@ -84,17 +84,6 @@ async def test_legacy_keys_of_the_original_balancer_are_accepted_with_a_warning(
     assert "settings.log_color" in err and "settings.oauth" in err
 
 
-async def test_a_redis_url_is_accepted_with_a_warning_that_it_is_not_used(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        "providers:\n  - {name: a, type: anthropic, base_url: 'http://x', auth_value: k}\n"
-        "settings:\n  redis: {url: 'redis://127.0.0.1:6379/0'}\n"
-    )
-    code, _out, err = await _run("check", "-c", str(path))
-    assert code == 0
-    assert "settings.redis.url" in err and "per process" in err
-
-
 async def _start(args: list[str], ready: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT

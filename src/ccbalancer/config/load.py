@@ -129,11 +129,6 @@ def parse_config(
     problems = config.reference_problems()
     if problems:
         raise ConfigError(path, problems[0][0], problems[0][1])
-    if config.settings.redis.url and warn is not None:
-        warn(
-            "settings.redis.url is set, but ccbalancer does not share state through Redis yet: "
-            "health, sharing and the cache stay per process"
-        )
     return config.model_copy(update={"source": path})
 
 

@@ -146,7 +146,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             request_id=request_id,
         )
         broadcast = hub.lead(
-            key, dedup.max_stream_bytes, lambda b: runtime.produce(job, b), f"upstream:{request_id}"
+            key, dedup.max_stream_bytes, runtime.producer(job, key), f"upstream:{request_id}"
         )
         broadcast.meta = job.outcome
         role = "leader" if dedup.enabled else "none"
@@ -158,6 +158,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     runtime.metrics.subscriber_added()
     try:
         await writer.wait_ready(broadcast)
+        if broadcast.remote:  # another instance made the call (sharing through Redis)
+            role = record.role = "follower"
         extra = {"x-ccbalancer-request-id": request_id}
         if dedup.enabled:
             extra["x-ccbalancer-shared"] = role

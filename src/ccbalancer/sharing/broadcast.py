@@ -86,6 +86,7 @@ class Broadcast:
         "key",
         "max_bytes",
         "meta",
+        "remote",
         "subscribers",
         "trimmed",
     )
@@ -109,6 +110,7 @@ class Broadcast:
         # subscriber id -> events written so far (for inspection; trimming cuts laggards anyway)
         self.cursors: dict[int, int] = {}
         self.meta: Any = None  # what the producer learns (proxy.job.Outcome), for the records
+        self.remote = False  # followed from another instance's call (sharing.remote)
         # the events added since readers were last offered any (a reader that needs the
         # events themselves, not their bytes, takes them from here instead of parsing frames)
         self.fresh: list[Event] = []

@@ -1,0 +1,286 @@
+"""Sharing across instances through Redis (DESIGN.md section 7), when ``redis.url`` is set.
+
+Every instance keeps its own hub; Redis only decides, per coalescing key, which instance calls
+the upstream, and carries that call's answer to the others:
+
+* ``{prefix}{key}:lead`` — ``SET NX`` by the first instance to see the key; it leads.
+* ``{prefix}{key}:log`` — a Redis Stream the leader mirrors its log into: one ``head`` entry
+  (provider and returned headers) at the commit, ``frames`` entries (exact SSE bytes, every
+  event of a batch in one entry), and one ``end`` entry (success, or the failure).
+
+An instance that finds the key taken follows the stream: its own broadcast gets the head, the
+events and the end exactly as the leader's did, so its local subscribers (streaming or not)
+are served by the unchanged writer code. After a success both keys live ``cache.ttl`` seconds,
+so the stream doubles as a shared response cache. A failure deletes the lead key at once: a
+retry makes a fresh attempt, never a replay of the failure.
+
+Redis is never on the critical path of an answer. The mirror runs in its own task and reads
+the local log like a subscriber that never blocks the producer; Redis errors are logged and
+the request goes on locally (claiming fails open: the instance leads itself). A follower whose
+leader vanishes (no entries before ``first_event_timeout``, or the lead key gone without an
+end) makes its own upstream call; one whose leader stalls after committing ends the stream
+with ``event: error`` like any other stalled stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+
+from ccbalancer.sharing.broadcast import Broadcast, Failure, Head, Lagged
+from ccbalancer.sse.event import encode_event
+from ccbalancer.sse.parser import SSEParser
+from ccbalancer.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+Producer = Callable[[Broadcast], Awaitable[None]]
+_Entry = tuple[bytes, dict[bytes, bytes]]
+Warn = Callable[[str, str], None]  # (event, detail)
+
+_ENTRY_BYTES = 256 * 1024  # one stream entry carries at most this much of the log
+_BLOCK_MS = 500  # a follower's XREAD waits this long per call, then checks its deadlines
+_WARN_EVERY = 60.0  # at most one warning a minute about Redis being unreachable
+_BACKOFF = 5.0  # after a Redis error, requests skip Redis this long (no connect wait each)
+
+
+class RemoteShare:
+    def __init__(
+        self,
+        url: str,
+        warn: Warn,
+        *,
+        prefix: str = "ccb:",
+        command_timeout: float = 2.0,
+    ) -> None:
+        # imported here: an instance without redis.url never loads redis-py
+        from redis.asyncio import Redis
+
+        self.instance = uuid.uuid4().hex[:12]
+        self._redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=command_timeout + _BLOCK_MS / 1000,
+            socket_connect_timeout=command_timeout,
+            decode_responses=False,
+        )
+        self._prefix = prefix
+        self._warn = warn
+        self._warned_at = -_WARN_EVERY
+        self._down_until = 0.0
+        self._mirrors = TaskOwner("redis-mirror")
+
+    async def close(self) -> None:
+        await self._mirrors.close()
+        await self._redis.aclose()
+
+    def producer(
+        self,
+        key: str,
+        local: Producer,
+        *,
+        lead_ttl: float,
+        cache_ttl: float,
+        first_event_timeout: float,
+        idle_timeout: float,
+    ) -> Producer:
+        """The hub's producer for ``key``: lead (run ``local`` and mirror it) or follow."""
+
+        async def produce(broadcast: Broadcast) -> None:
+            if time.monotonic() < self._down_until:  # Redis failed moments ago: no wait on it
+                await local(broadcast)
+                return
+            if await self._claim(key, lead_ttl):
+                await self._lead(key, broadcast, local, cache_ttl)
+                return
+            broadcast.remote = True
+            followed = await self._follow(key, broadcast, first_event_timeout, idle_timeout)
+            if not followed:
+                # The leader sent nothing in time: ask the upstream ourselves. Not mirrored:
+                # the stream in Redis still belongs to the leader, if it is alive.
+                broadcast.remote = False
+                await local(broadcast)
+
+        return produce
+
+    # -- leading ---------------------------------------------------------------------------
+
+    async def _claim(self, key: str, ttl: float) -> bool:
+        try:
+            won = await self._redis.set(
+                self._prefix + key + ":lead", self.instance, nx=True, px=_ms(ttl)
+            )
+            if won:  # an older answer's stream may outlive its lead key by a moment
+                await self._redis.delete(self._prefix + key + ":log")
+        except Exception as exc:  # Redis down or slow: serve locally, say so now and then
+            self._unreachable(exc)
+            return True
+        return bool(won)
+
+    async def _lead(
+        self, key: str, broadcast: Broadcast, local: Producer, cache_ttl: float
+    ) -> None:
+        self._mirrors.spawn(self._mirror(key, broadcast, cache_ttl), f"redis-mirror:{key[:12]}")
+        await local(broadcast)
+
+    async def _mirror(self, key: str, broadcast: Broadcast, cache_ttl: float) -> None:
+        """Copy the local log into the Redis stream, batch by batch, until the answer ends.
+        Runs beside the producer; it only reads the log and never makes the producer wait."""
+        log_key, lead_key = self._prefix + key + ":log", self._prefix + key + ":lead"
+        redis = self._redis
+        cursor = 0
+        sent_head = False
+        try:
+            while True:
+                if not sent_head and broadcast.head is not None:
+                    head = broadcast.head
+                    fields = {b"k": b"head", b"p": head.provider, b"h": orjson.dumps(head.headers)}
+                    await redis.xadd(log_key, fields)  # type: ignore[arg-type]
+                    await redis.pexpire(log_key, _ms(cache_ttl + 60))
+                    sent_head = True
+                end = broadcast.end
+                if sent_head and end > cursor:
+                    cursor, data = broadcast.frames(cursor, end, _ENTRY_BYTES)
+                    await redis.xadd(log_key, {b"k": b"frames", b"b": data})
+                    continue
+                if broadcast.done and (sent_head or broadcast.head is None):
+                    break
+                await broadcast.wait()
+            failure = broadcast.failure
+            if failure is None:
+                await redis.xadd(log_key, {b"k": b"end", b"ok": b"1"})
+                await redis.pexpire(log_key, _ms(cache_ttl))
+                await redis.pexpire(lead_key, _ms(cache_ttl))
+            else:
+                await self._end_failed(key, _failure_fields(failure))
+        except Lagged:  # the log was trimmed before it could be copied: followers must not wait
+            await self._end_failed(key, {b"k": b"end", b"ok": b"0", b"lagged": b"1"})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._unreachable(exc)
+            await self._end_failed(key, None)
+
+    async def _end_failed(self, key: str, fields: dict[bytes, bytes] | None) -> None:
+        """A failed answer is not shared beyond the followers already reading it."""
+        log_key, lead_key = self._prefix + key + ":log", self._prefix + key + ":lead"
+        try:
+            if fields is not None:
+                await self._redis.xadd(log_key, fields)  # type: ignore[arg-type]
+            await self._redis.delete(lead_key)
+            await self._redis.pexpire(log_key, 30_000)
+        except Exception as exc:
+            self._unreachable(exc)
+
+    # -- following -------------------------------------------------------------------------
+
+    async def _follow(
+        self, key: str, broadcast: Broadcast, first_event_timeout: float, idle_timeout: float
+    ) -> bool:
+        """Serve ``broadcast`` from the leader's stream. False when nothing came at all and
+        the caller should make its own upstream call."""
+        log_key, lead_key = self._prefix + key + ":log", self._prefix + key + ":lead"
+        redis = self._redis
+        parser = SSEParser()
+        last = b"0-0"
+        head: Head | None = None
+        started = last_seen = time.monotonic()
+        try:
+            while True:
+                entries = await self._read(log_key, last)
+                now = time.monotonic()
+                if not entries:
+                    if head is None:
+                        if now - started > first_event_timeout or not await redis.exists(lead_key):
+                            return False
+                    elif now - last_seen > idle_timeout:
+                        _fail_committed(broadcast, "the sharing instance stopped sending")
+                        return True
+                    continue
+                last_seen = now
+                for entry_id, fields in entries:
+                    last = entry_id
+                    kind = fields.get(b"k")
+                    if kind == b"head":
+                        headers = orjson.loads(fields.get(b"h", b"{}"))
+                        head = Head(fields.get(b"p", b"").decode(), headers)
+                    elif kind == b"frames" and head is not None:
+                        events = parser.feed(fields.get(b"b", b""), time.perf_counter())
+                        if broadcast.head is None:
+                            broadcast.commit(head, events)
+                        else:
+                            for event in events:
+                                broadcast.add(event)
+                            broadcast.publish()
+                    elif kind == b"end":
+                        _end(broadcast, fields)
+                        return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._unreachable(exc)
+            if broadcast.head is None:
+                return False
+            _fail_committed(broadcast, "lost the connection to the sharing instance")
+            return True
+
+    async def _read(self, log_key: str, last: bytes) -> list[_Entry]:
+        """Entries after ``last``, waiting up to ``_BLOCK_MS`` for the first (RESP2 reply:
+        ``[[stream, [(id, {field: value})...]]]``, or nothing on timeout)."""
+        reply: Any = await self._redis.xread({log_key: last}, count=64, block=_BLOCK_MS)
+        return cast(list[_Entry], reply[0][1]) if reply else []
+
+    def _unreachable(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._down_until = now + _BACKOFF
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            self._warn("redis_unavailable", f"{type(exc).__name__}: {exc}"[:200])
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _failure_fields(failure: Failure) -> dict[bytes, bytes]:
+    return {
+        b"k": b"end",
+        b"ok": b"0",
+        b"status": str(failure.status).encode(),
+        b"type": failure.error_type.encode(),
+        b"message": failure.message.encode(),
+        b"committed": b"1" if failure.committed else b"0",
+        b"provider": failure.provider.encode(),
+    }
+
+
+def _end(broadcast: Broadcast, fields: dict[bytes, bytes]) -> None:
+    if fields.get(b"ok") == b"1" and broadcast.head is not None:
+        broadcast.finish()
+        return
+    if fields.get(b"lagged") == b"1" or b"status" not in fields:
+        message = "the sharing instance could not pass the whole answer on; retry"
+        if broadcast.head is not None:
+            _fail_committed(broadcast, message)
+        else:
+            broadcast.fail(Failure(500, "api_error", message, False))
+        return
+    failure = Failure(
+        int(fields[b"status"]),
+        fields.get(b"type", b"api_error").decode(),
+        fields.get(b"message", b"").decode(),
+        broadcast.head is not None,
+        fields.get(b"provider", b"").decode(),
+    )
+    broadcast.fail(failure)  # a committed leader's error event came through with the frames
+
+
+def _fail_committed(broadcast: Broadcast, message: str) -> None:
+    error = {"type": "api_error", "message": message}
+    broadcast.append(encode_event("error", {"type": "error", "error": error}))
+    broadcast.fail(Failure(500, "api_error", message, True))

@@ -1,0 +1,170 @@
+"""Sharing across instances through a real redis-server (DESIGN.md section 7).
+
+Two balancers in one test share one Redis: an identical request at the second instance
+follows the first instance's upstream call (live, or replayed after it ended) instead of
+making its own; failures are never shared with later requests; and when Redis is not there,
+every instance simply serves its own requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ccbalancer.mock import MockServer, Script
+from tests.conftest import Balancer, config_text, msg, parse_frames
+
+SHARED = "x-ccbalancer-shared"
+TEXT = "Hello from the ccbalancer mock."
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1, no persistence, stopped by its PID afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (scripts/test installs it with apt)")
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):  # up to ~10 s
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                pytest.fail(f"redis-server exited with {proc.returncode}")
+            subprocess.run(["sleep", "0.05"], check=True)
+        else:
+            pytest.fail("redis-server did not start listening")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def flushed(redis_url: str) -> AsyncIterator[str]:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+    yield redis_url
+
+
+def _config(mock: MockServer, url: str, extra: str = "") -> str:
+    settings = f"deduplication: {{enabled: true}}\nredis: {{url: '{url}'}}\n" + extra
+    return config_text(mock, ["a"], settings=settings)
+
+
+async def _two(mock: MockServer, url: str, factory, extra: str = "") -> tuple[Balancer, Balancer]:
+    first = await factory(_config(mock, url, extra))
+    second = await factory(_config(mock, url, extra))
+    return first, second
+
+
+async def _until(predicate, seconds: float = 10.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def test_an_identical_request_at_another_instance_follows_the_call_in_flight(
+    mock, balancer_factory, flushed
+):
+    mock.configure("a", Script(first_event_delay=0.3, delay=0.01))
+    one, two = await _two(mock, flushed, balancer_factory)
+    async with asyncio.TaskGroup() as group:
+        leader = group.create_task(one.post(msg("share me")))
+        await _until(lambda: len(mock.requests("a")) == 1)
+        follower = await two.post(msg("share me"))
+    led = leader.result()
+    assert (led.status, follower.status) == (200, 200)
+    assert (led.headers[SHARED], follower.headers[SHARED]) == ("leader", "follower")
+    assert follower.headers["x-provider-used"] == "a"
+    led_body, followed_body = await led.read(), await follower.read()
+    assert followed_body == led_body  # byte for byte, though it came through Redis
+    events = parse_frames(followed_body)
+    assert events[-1][0] == "message_stop"
+    assert (
+        "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta") == TEXT
+    )
+    assert len(mock.requests("a")) == 1
+
+
+async def test_a_finished_answer_is_replayed_at_another_instance(mock, balancer_factory, flushed):
+    one, two = await _two(mock, flushed, balancer_factory)
+    first = await one.post(msg())
+    body = await first.read()
+    assert first.headers[SHARED] == "leader"
+    again = await two.post(msg())
+    assert again.headers[SHARED] == "follower"
+    assert await again.read() == body
+    as_json = await two.post(msg(stream=False))  # a non-streaming duplicate, from the stream
+    message = await as_json.json()
+    assert as_json.status == 200 and message["content"][0]["text"] == TEXT
+    assert message["id"] == parse_frames(body)[0][1]["message"]["id"]
+    assert len(mock.requests("a")) == 1
+
+
+async def test_a_failure_is_never_replayed_to_a_later_request_elsewhere(
+    mock, balancer_factory, flushed
+):
+    mock.enqueue("a", Script(status=529, retry_after=1))
+    one, two = await _two(mock, flushed, balancer_factory)
+    failed = await one.post(msg())
+    await failed.read()
+    assert failed.status == 529
+    retry = await two.post(msg())
+    body = await retry.read()
+    assert retry.status == 200 and retry.headers[SHARED] == "leader"
+    assert parse_frames(body)[-1][0] == "message_stop"
+    assert len(mock.requests("a")) == 2
+
+
+async def test_a_follower_makes_its_own_call_when_the_leader_sends_nothing_in_time(
+    mock, balancer_factory, flushed
+):
+    mock.enqueue("a", Script(first_event_delay=3.0))  # the leader's call: silent for 3 s
+    one = await balancer_factory(_config(mock, flushed, "timeouts: {first_event_timeout: 10}\n"))
+    two = await balancer_factory(_config(mock, flushed, "timeouts: {first_event_timeout: 1}\n"))
+    async with asyncio.TaskGroup() as group:
+        stalled = group.create_task(one.post(msg()))
+        await _until(lambda: len(mock.requests("a")) == 1)
+        own = await two.post(msg())
+        body = await own.read()
+    assert own.status == 200 and own.headers[SHARED] == "leader"
+    assert parse_frames(body)[-1][0] == "message_stop"
+    assert len(mock.requests("a")) == 2
+    late = stalled.result()  # the slow leader still answers its own client
+    assert late.status == 200 and parse_frames(await late.read())[-1][0] == "message_stop"
+
+
+async def test_without_redis_each_instance_serves_its_own_requests(mock, balancer_factory):
+    closed = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    one, two = await _two(mock, closed, balancer_factory)
+    for b in (one, two, one):
+        resp = await b.post(msg())
+        assert resp.status == 200
+        assert parse_frames(await resp.read())[-1][0] == "message_stop"
+    assert len(mock.requests("a")) == 1 + 1  # one call per instance; the repeat is cached locally
