@@ -101,6 +101,7 @@ class Runtime:
         )
         # Sharing across instances; the URL is read once (a reload that changes it is logged
         # and takes effect at the next start).
+        self._from_elsewhere = False  # applying another instance's breaker: do not echo it
         self.remote: RemoteShare | None = (
             RemoteShare(settings.redis.url, self._remote_warning) if settings.redis.url else None
         )
@@ -136,6 +137,8 @@ class Runtime:
         if self.config_path is not None:
             self._owner.spawn(self._watch(), "config-watch")
         self._owner.spawn(self._sweep(), "cache-sweep")
+        if self.remote is not None:
+            self._owner.spawn(self.remote.follow_health(self._open_elsewhere), "redis-health")
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
 
@@ -210,6 +213,20 @@ class Runtime:
     def _transition(self, provider: str, old: State, new: State) -> None:
         self.metrics.provider_state(provider, new.value)
         log_health(self.log, provider, new.value, old.value)
+        if new is State.COOLING_DOWN and self.remote is not None and not self._from_elsewhere:
+            health = self.health.get(provider)
+            reason = self.redactor.scrub(health.last_failure_reason or "")
+            self.remote.publish_open(provider, health.cooldown_remaining(self.clock()), reason)
+
+    def _open_elsewhere(self, provider: str, seconds: float, reason: str) -> None:
+        """Another instance's breaker for ``provider`` opened (through Redis)."""
+        if provider not in self.config.providers_by_name:
+            return  # not configured here
+        self._from_elsewhere = True
+        try:
+            self.health.get(provider).open_elsewhere(self.clock(), seconds, reason)
+        finally:
+            self._from_elsewhere = False
 
     # -- reload ----------------------------------------------------------------------------
 

@@ -168,3 +168,33 @@ async def test_without_redis_each_instance_serves_its_own_requests(mock, balance
         assert resp.status == 200
         assert parse_frames(await resp.read())[-1][0] == "message_stop"
     assert len(mock.requests("a")) == 1 + 1  # one call per instance; the repeat is cached locally
+
+
+def _state(b: Balancer, provider: str) -> str:
+    return b.runtime.health.get(provider).state(b.runtime.clock()).value
+
+
+async def test_a_breaker_that_opens_at_one_instance_opens_at_the_others(
+    mock, balancer_factory, flushed
+):
+    mock.enqueue("a", Script(status=529, retry_after=1))
+    settings = (
+        f"deduplication: {{enabled: true}}\nredis: {{url: '{flushed}'}}\n"
+        "unhealthy_threshold: 1\nfailure_cooldown: 300\n"
+    )
+    text = config_text(mock, ["a", "b"], settings=settings)
+    one, two = await balancer_factory(text), await balancer_factory(text)
+    first = await one.post(msg("first"))  # a answers 529; the request fails over to b
+    await first.read()
+    assert first.status == 200 and first.headers["x-provider-used"] == "b"
+    await _until(lambda: _state(two, "a") == "cooling_down")
+    providers = await (await two.session.get(two.url + "/providers")).json()
+    (a,) = [p for p in providers["providers"] if p["name"] == "a"]
+    assert a["state"] == "cooling_down" and a["cooldown_remaining_s"] > 200
+    second = await two.post(msg("second"))  # goes straight to b: a is skipped here too
+    await second.read()
+    assert second.headers["x-provider-used"] == "b"
+    assert len(mock.requests("a")) == 1
+    late = await balancer_factory(text)  # an instance started afterwards learns it at start
+    await _until(lambda: _state(late, "a") == "cooling_down")
+    assert _state(one, "a") == "cooling_down"  # its own opening did not come back to it

@@ -313,3 +313,24 @@ def test_half_open_never_admits_a_second_concurrent_probe(ops: list[tuple[str, f
         assert period["probes"] <= 1 + period["neutrals"]
         assert h.in_flight == held
         assert 0 <= h.cooldown_remaining(now) <= 40 + 1e-9  # float sums: until - now
+
+
+def test_a_breaker_opened_elsewhere_keeps_the_longer_cooldown_then_probes() -> None:
+    seen: list[tuple[str, State, State]] = []
+    h = ProviderHealth("a", HealthPolicy(threshold=2, cooldown=60), lambda *t: seen.append(t))
+    h.open_elsewhere(0.0, 30.0, "http 529")
+    assert h.state(0.0) is State.COOLING_DOWN and not h.available(29.0)
+    assert h.last_failure_reason == "http 529"
+    h.open_elsewhere(10.0, 5.0, "http 529")  # a shorter remaining cooldown moves nothing
+    assert h.cooldown_remaining(10.0) == 20.0
+    h.open_elsewhere(10.0, 50.0, "http 529")  # a longer one extends it
+    assert h.cooldown_remaining(10.0) == 50.0
+    assert h.acquire(60.0) and h.state(60.0) is State.HALF_OPEN  # the probe, as after our own
+    assert not h.acquire(60.0)
+    h.release_success(60.0, 0.5)
+    assert h.state(60.0) is State.HEALTHY
+    assert [(old, new) for _, old, new in seen] == [
+        (State.HEALTHY, State.COOLING_DOWN),
+        (State.COOLING_DOWN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.HEALTHY),
+    ]

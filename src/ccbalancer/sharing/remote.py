@@ -1,4 +1,5 @@
-"""Sharing across instances through Redis (DESIGN.md section 7), when ``redis.url`` is set.
+"""What instances share through Redis (DESIGN.md sections 6 and 7), when ``redis.url`` is set:
+identical requests, and provider breakers that open.
 
 Every instance keeps its own hub; Redis only decides, per coalescing key, which instance calls
 the upstream, and carries that call's answer to the others:
@@ -20,11 +21,19 @@ the request goes on locally (claiming fails open: the instance leads itself). A 
 leader vanishes (no entries before ``first_event_timeout``, or the lead key gone without an
 end) makes its own upstream call; one whose leader stalls after committing ends the stream
 with ``event: error`` like any other stalled stream.
+
+Breakers: when one opens here, the provider, the remaining cooldown and the reason go to the
+channel ``{prefix}health`` and to the key ``{prefix}health:{provider}`` (expiring with the
+cooldown). Every other instance opens its own breaker for that long, so a provider that is
+down is skipped everywhere after one instance found out; an instance that starts later reads
+the keys. Recovery is not broadcast: each instance probes after the cooldown, as it would
+after its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
 
 Producer = Callable[[Broadcast], Awaitable[None]]
 _Entry = tuple[bytes, dict[bytes, bytes]]
+OpenElsewhere = Callable[[str, float, str], None]  # (provider, seconds, reason)
 Warn = Callable[[str, str], None]  # (event, detail)
 
 _ENTRY_BYTES = 256 * 1024  # one stream entry carries at most this much of the log
@@ -73,10 +83,10 @@ class RemoteShare:
         self._warn = warn
         self._warned_at = -_WARN_EVERY
         self._down_until = 0.0
-        self._mirrors = TaskOwner("redis-mirror")
+        self._tasks = TaskOwner("redis")
 
     async def close(self) -> None:
-        await self._mirrors.close()
+        await self._tasks.close()
         await self._redis.aclose()
 
     def producer(
@@ -125,7 +135,7 @@ class RemoteShare:
     async def _lead(
         self, key: str, broadcast: Broadcast, local: Producer, cache_ttl: float
     ) -> None:
-        self._mirrors.spawn(self._mirror(key, broadcast, cache_ttl), f"redis-mirror:{key[:12]}")
+        self._tasks.spawn(self._mirror(key, broadcast, cache_ttl), f"redis-mirror:{key[:12]}")
         await local(broadcast)
 
     async def _mirror(self, key: str, broadcast: Broadcast, cache_ttl: float) -> None:
@@ -228,6 +238,59 @@ class RemoteShare:
                 return False
             _fail_committed(broadcast, "lost the connection to the sharing instance")
             return True
+
+    # -- provider breakers -----------------------------------------------------------------
+
+    def publish_open(self, provider: str, seconds: float, reason: str) -> None:
+        """Tell the other instances that ``provider``'s breaker opened here (never waits)."""
+        if seconds > 0 and time.monotonic() >= self._down_until:
+            self._tasks.spawn(self._publish_open(provider, seconds, reason), "redis-health")
+
+    async def _publish_open(self, provider: str, seconds: float, reason: str) -> None:
+        message = orjson.dumps({"i": self.instance, "p": provider, "ms": _ms(seconds), "r": reason})
+        try:
+            await self._redis.set(self._prefix + "health:" + provider, message, px=_ms(seconds))
+            await self._redis.publish(self._prefix + "health", message)
+        except Exception as exc:
+            self._unreachable(exc)
+
+    async def follow_health(self, apply: OpenElsewhere) -> None:
+        """Apply the other instances' breaker openings until cancelled: those still running
+        when this starts (the keys), then each new one (the channel). Survives Redis outages."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._prefix + "health")
+                # read after subscribing, so that nothing published in between is missed
+                async for key in self._redis.scan_iter(match=self._prefix + "health:*"):
+                    message, left = await self._redis.get(key), await self._redis.pttl(key)
+                    if message and left > 0:
+                        self._apply_open(message, apply, left / 1000)
+                while True:
+                    got = await pubsub.get_message(timeout=1.0)
+                    if got is not None and got.get("type") == "message":
+                        self._apply_open(got["data"], apply, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._unreachable(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(_BACKOFF)
+
+    def _apply_open(self, message: bytes | str, apply: OpenElsewhere, left: float | None) -> None:
+        try:
+            fields = orjson.loads(message)
+            if fields["i"] == self.instance:
+                return
+            provider, seconds = str(fields["p"]), fields["ms"] / 1000 if left is None else left
+            reason = str(fields.get("r", ""))
+        except (ValueError, KeyError, TypeError):
+            return  # not ours, or from an incompatible version: ignore
+        apply(provider, seconds, reason)
+
+    # -- Redis -----------------------------------------------------------------------------
 
     async def _read(self, log_key: str, last: bytes) -> list[_Entry]:
         """Entries after ``last``, waiting up to ``_BLOCK_MS`` for the first (RESP2 reply:

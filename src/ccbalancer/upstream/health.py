@@ -162,6 +162,18 @@ class ProviderHealth:
             self._probe_out = False
             self._set_state(State.COOLING_DOWN)
 
+    def open_elsewhere(self, now: float, seconds: float, reason: str) -> None:
+        """Another instance's breaker for this provider opened (shared through Redis): stay
+        out for its remaining cooldown, then probe as after a cooldown of our own."""
+        self._advance(now)
+        until = now + seconds
+        if self._state is State.COOLING_DOWN and until <= self._open_until:
+            return
+        self._open_until = max(self._open_until, until)
+        self.last_failure_reason = reason
+        self._probe_out = False
+        self._set_state(State.COOLING_DOWN)
+
     def release_neutral(self, now: float) -> None:
         self._release(now)
         if self._state is State.HALF_OPEN and self._probe_out:
