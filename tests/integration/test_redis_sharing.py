@@ -112,6 +112,25 @@ async def test_an_identical_request_at_another_instance_follows_the_call_in_flig
     assert len(mock.requests("a")) == 1
 
 
+async def test_a_stream_longer_than_the_claim_stays_claimed_while_it_runs(
+    mock, balancer_factory, flushed
+):
+    """The claim lasts ``deduplication_timeout`` (here 1 s) but is renewed by every batch the
+    leader mirrors: a request 1.5 s into a 2 s stream still follows it."""
+    mock.configure("a", Script(events=20, delay=0.1))
+    extra = "timeouts: {caching: {deduplication_timeout: 1}}\n"
+    one, two = await _two(mock, flushed, balancer_factory, extra)
+    async with asyncio.TaskGroup() as group:
+        leader = group.create_task(one.post(msg()))
+        await _until(lambda: len(mock.requests("a")) == 1)
+        await asyncio.sleep(1.5)
+        follower = await two.post(msg())
+        followed = await follower.read()
+    led = await leader.result().read()
+    assert follower.headers[SHARED] == "follower" and followed == led
+    assert len(mock.requests("a")) == 1
+
+
 async def test_a_finished_answer_is_replayed_at_another_instance(mock, balancer_factory, flushed):
     one, two = await _two(mock, flushed, balancer_factory)
     first = await one.post(msg())

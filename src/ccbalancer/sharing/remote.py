@@ -106,7 +106,7 @@ class RemoteShare:
                 await local(broadcast)
                 return
             if await self._claim(key, lead_ttl):
-                await self._lead(key, broadcast, local, cache_ttl)
+                await self._lead(key, broadcast, local, lead_ttl, cache_ttl)
                 return
             broadcast.remote = True
             followed = await self._follow(key, broadcast, first_event_timeout, idle_timeout)
@@ -133,30 +133,43 @@ class RemoteShare:
         return bool(won)
 
     async def _lead(
-        self, key: str, broadcast: Broadcast, local: Producer, cache_ttl: float
+        self, key: str, broadcast: Broadcast, local: Producer, lead_ttl: float, cache_ttl: float
     ) -> None:
-        self._tasks.spawn(self._mirror(key, broadcast, cache_ttl), f"redis-mirror:{key[:12]}")
+        mirror = self._mirror(key, broadcast, lead_ttl, cache_ttl)
+        self._tasks.spawn(mirror, f"redis-mirror:{key[:12]}")
         await local(broadcast)
 
-    async def _mirror(self, key: str, broadcast: Broadcast, cache_ttl: float) -> None:
+    async def _mirror(
+        self, key: str, broadcast: Broadcast, lead_ttl: float, cache_ttl: float
+    ) -> None:
         """Copy the local log into the Redis stream, batch by batch, until the answer ends.
-        Runs beside the producer; it only reads the log and never makes the producer wait."""
+        Runs beside the producer; it only reads the log and never makes the producer wait.
+        Each entry renews both keys, so a stream longer than ``lead_ttl`` stays claimed (a
+        new claim would start a second answer in the same stream) while a leader that died
+        lets its claim lapse."""
         log_key, lead_key = self._prefix + key + ":log", self._prefix + key + ":lead"
         redis = self._redis
+
+        async def add(fields: dict[bytes, bytes | str]) -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(log_key, fields)  # type: ignore[arg-type]
+                pipe.pexpire(log_key, _ms(max(lead_ttl, cache_ttl) + 60))
+                pipe.pexpire(lead_key, _ms(lead_ttl))
+                await pipe.execute()
+
         cursor = 0
         sent_head = False
         try:
             while True:
                 if not sent_head and broadcast.head is not None:
                     head = broadcast.head
-                    fields = {b"k": b"head", b"p": head.provider, b"h": orjson.dumps(head.headers)}
-                    await redis.xadd(log_key, fields)  # type: ignore[arg-type]
-                    await redis.pexpire(log_key, _ms(cache_ttl + 60))
+                    headers = orjson.dumps(head.headers)
+                    await add({b"k": b"head", b"p": head.provider, b"h": headers})
                     sent_head = True
                 end = broadcast.end
                 if sent_head and end > cursor:
                     cursor, data = broadcast.frames(cursor, end, _ENTRY_BYTES)
-                    await redis.xadd(log_key, {b"k": b"frames", b"b": data})
+                    await add({b"k": b"frames", b"b": data})
                     continue
                 if broadcast.done and (sent_head or broadcast.head is None):
                     break
@@ -216,6 +229,13 @@ class RemoteShare:
                 for entry_id, fields in entries:
                     last = entry_id
                     kind = fields.get(b"k")
+                    if kind == b"head" and head is not None:
+                        # a second answer in the same stream: the leader's claim lapsed and
+                        # another instance started over; ours cannot be continued
+                        if broadcast.head is None:
+                            return False
+                        _fail_committed(broadcast, "the sharing instance's answer was lost")
+                        return True
                     if kind == b"head":
                         headers = orjson.loads(fields.get(b"h", b"{}"))
                         head = Head(fields.get(b"p", b"").decode(), headers)
