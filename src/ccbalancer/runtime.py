@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -188,10 +189,7 @@ class Runtime:
     def producer(self, job: Job, key: str | None) -> Callable[[Broadcast], Awaitable[None]]:
         """What the hub runs for a new call: the upstream attempt, shared with other instances
         through Redis when that is configured and the request has a sharing key."""
-
-        async def local(broadcast: Broadcast) -> None:
-            await self.produce(job, broadcast)
-
+        local = functools.partial(self.produce, job)
         if self.remote is None or key is None:
             return local
         timeouts = job.config.settings.timeouts
