@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccbalancer.sharing.framelog import FrameLog
-from ccbalancer.sse.event import Event
+from ccbalancer.sse.event import Event, encode_event
 from ccbalancer.sse.parser import parse_frame
 
 
@@ -274,3 +274,16 @@ def _took(reader: Reader, broadcast: Broadcast, end: int) -> bool:
         return reader.take(broadcast, end)
     except Exception:
         return False
+
+
+def abandon(broadcast: Broadcast, status: int, uncommitted_type: str, message: str) -> None:
+    """End an answer that is given up on (by the hub, or by a follower of another instance).
+    A committed stream gets an ``event: error`` (a stream that just stops reads as 'cut off'
+    to Claude Code, which then sends continuation requests instead of retrying); a client
+    still waiting for the head gets an error status."""
+    if broadcast.head is not None:
+        error = {"type": "api_error", "message": message}
+        broadcast.append(encode_event("error", {"type": "error", "error": error}))
+        broadcast.fail(Failure(status, "api_error", message, True))
+    else:
+        broadcast.fail(Failure(status, uncommitted_type, message, False))

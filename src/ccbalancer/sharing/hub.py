@@ -15,9 +15,8 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ccbalancer.sharing.broadcast import Broadcast, Failure
+from ccbalancer.sharing.broadcast import Broadcast, abandon
 from ccbalancer.sharing.cache import ResponseCache
-from ccbalancer.sse.event import encode_event
 from ccbalancer.tasks import TaskOwner
 
 Producer = Callable[[Broadcast], Awaitable[None]]
@@ -103,7 +102,7 @@ class Hub:
         if live.timer is not None:
             live.timer.cancel()
         if not broadcast.done:  # cancelled or crashed
-            _abandon(broadcast, 500, "api_error", "the upstream call was abandoned; retry")
+            abandon(broadcast, 500, "api_error", "the upstream call was abandoned; retry")
         self._unregister(broadcast)
         if broadcast.key is not None and broadcast.succeeded:
             self.cache.put(broadcast.key, broadcast)
@@ -153,7 +152,7 @@ class Hub:
         a 503. Used after the shutdown drain timeout."""
         for live in list(self._live.values()):
             if not live.broadcast.done:
-                _abandon(live.broadcast, 503, "overloaded_error", message)
+                abandon(live.broadcast, 503, "overloaded_error", message)
             live.task.cancel()
 
     async def drain(self, timeout: float) -> None:
@@ -166,15 +165,3 @@ class Hub:
             self._finish(live.broadcast)
         self.inflight.clear()
         self.cache.clear()
-
-
-def _abandon(broadcast: Broadcast, status: int, uncommitted_type: str, message: str) -> None:
-    """End an answer the hub gives up on. A committed stream gets an ``event: error`` (a stream
-    that just stops reads as 'cut off' to Claude Code, which then sends continuation requests
-    instead of retrying); a client still waiting for the head gets an error status."""
-    if broadcast.head is not None:
-        error = {"type": "api_error", "message": message}
-        broadcast.append(encode_event("error", {"type": "error", "error": error}))
-        broadcast.fail(Failure(status, "api_error", message, True))
-    else:
-        broadcast.fail(Failure(status, uncommitted_type, message, False))

@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from ccbalancer.sharing.broadcast import Broadcast, Failure, Head, Lagged
-from ccbalancer.sse.event import encode_event
+from ccbalancer.sharing.broadcast import Broadcast, Failure, Head, Lagged, abandon
 from ccbalancer.sse.parser import SSEParser
 from ccbalancer.tasks import TaskOwner
 
@@ -222,7 +221,7 @@ class RemoteShare:
                         if now - started > first_event_timeout or not await redis.exists(lead_key):
                             return False
                     elif now - last_seen > idle_timeout:
-                        _fail_committed(broadcast, "the sharing instance stopped sending")
+                        _lost(broadcast, "the sharing instance stopped sending")
                         return True
                     continue
                 last_seen = now
@@ -234,7 +233,7 @@ class RemoteShare:
                         # another instance started over; ours cannot be continued
                         if broadcast.head is None:
                             return False
-                        _fail_committed(broadcast, "the sharing instance's answer was lost")
+                        _lost(broadcast, "the sharing instance's answer was lost")
                         return True
                     if kind == b"head":
                         headers = orjson.loads(fields.get(b"h", b"{}"))
@@ -256,7 +255,7 @@ class RemoteShare:
             self._unreachable(exc)
             if broadcast.head is None:
                 return False
-            _fail_committed(broadcast, "lost the connection to the sharing instance")
+            _lost(broadcast, "lost the connection to the sharing instance")
             return True
 
     # -- provider breakers -----------------------------------------------------------------
@@ -347,11 +346,7 @@ def _end(broadcast: Broadcast, fields: dict[bytes, bytes]) -> None:
         broadcast.finish()
         return
     if fields.get(b"lagged") == b"1" or b"status" not in fields:
-        message = "the sharing instance could not pass the whole answer on; retry"
-        if broadcast.head is not None:
-            _fail_committed(broadcast, message)
-        else:
-            broadcast.fail(Failure(500, "api_error", message, False))
+        _lost(broadcast, "the sharing instance could not pass the whole answer on; retry")
         return
     failure = Failure(
         int(fields[b"status"]),
@@ -363,7 +358,5 @@ def _end(broadcast: Broadcast, fields: dict[bytes, bytes]) -> None:
     broadcast.fail(failure)  # a committed leader's error event came through with the frames
 
 
-def _fail_committed(broadcast: Broadcast, message: str) -> None:
-    error = {"type": "api_error", "message": message}
-    broadcast.append(encode_event("error", {"type": "error", "error": error}))
-    broadcast.fail(Failure(500, "api_error", message, True))
+def _lost(broadcast: Broadcast, message: str) -> None:
+    abandon(broadcast, 500, "api_error", message)
