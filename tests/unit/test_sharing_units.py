@@ -264,13 +264,19 @@ class Taker(Reader):
         return True
 
 
-async def test_a_parked_reader_takes_each_append_in_the_producers_step() -> None:
-    """The direct path: appends are handed to a parked reader as they happen, one offer per
-    append, and its task stays parked (no wake-up per event) until the answer ends."""
+def caught_up() -> tuple[Broadcast, Taker]:
+    """A committed answer and a ``Taker`` at its end, ready to park."""
     b = Broadcast("k", 1 << 20, created=0.0)
     b.commit(HEAD, opening())
     reader = Taker()
     reader.cursor = b.end
+    return b, reader
+
+
+async def test_a_parked_reader_takes_each_append_in_the_producers_step() -> None:
+    """The direct path: appends are handed to a parked reader as they happen, one offer per
+    append, and its task stays parked (no wake-up per event) until the answer ends."""
+    b, reader = caught_up()
     sent = [delta(text) for text in ("a", "b", "c")]
     async with asyncio.TaskGroup() as group:
         parked = group.create_task(b.park(reader))
@@ -303,10 +309,7 @@ async def test_a_reader_that_cannot_take_is_woken_with_nothing_written() -> None
 
 
 async def test_a_reader_whose_client_left_is_never_offered_again() -> None:
-    b = Broadcast("k", 1 << 20, created=0.0)
-    b.commit(HEAD, opening())
-    reader = Taker()
-    reader.cursor = b.end
+    b, reader = caught_up()
     async with asyncio.TaskGroup() as group:
         parked = group.create_task(b.park(reader))
         await settle()
@@ -676,10 +679,7 @@ async def test_a_reader_that_raises_is_woken_and_the_others_still_get_the_event(
 
 async def test_events_added_together_are_offered_together_in_one_take() -> None:
     """What one upstream read brought is written to a caught-up client in one write."""
-    b = Broadcast("k", 1 << 20, created=0.0)
-    b.commit(HEAD, opening())
-    reader = Taker()
-    reader.cursor = b.end
+    b, reader = caught_up()
     sent = [delta(text) for text in ("a", "b", "c")]
     async with asyncio.TaskGroup() as group:
         parked = group.create_task(b.park(reader))
