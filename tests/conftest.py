@@ -60,6 +60,68 @@ def _fail_on_blocked_loop(caplog: pytest.LogCaptureFixture) -> Any:
     assert not blocked, f"the event loop was blocked: {blocked}"
 
 
+class Clock:
+    """The one fake clock of the tests: a callable clock (``clock()``) and a ``Scheduler``
+    (``time()``, ``call_at()``) whose timers fire only when the test ``advance``s it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self._timers: list[_Timer] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, callback)
+        self._timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, firing every timer that falls due on the way, in order."""
+        target = self.now + seconds
+        while True:
+            due = [t for t in self._timers if not t.cancelled and t.when <= target]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.when)
+            self._timers.remove(timer)
+            self.now = max(self.now, timer.when)
+            timer.callback()
+        self.now = target
+
+    @property
+    def pending(self) -> list[float]:
+        """When the timers still armed are due."""
+        return sorted(t.when for t in self._timers if not t.cancelled)
+
+
+@dataclass
+class _Timer:
+    when: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait, bounded, for state that has no notification to wait on (polling is the last
+    resort: prefer awaiting an event)."""
+    async with asyncio.timeout(seconds):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def settle() -> None:
+    """Let every ready callback and task step run (no timing involved)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 @pytest.fixture
 async def mock() -> AsyncIterator[MockServer]:
     server = MockServer(port=0, seed=7)
@@ -116,7 +178,7 @@ class Balancer:
     url: str
     runtime: Runtime
     session: aiohttp.ClientSession
-    clock: list[float] = field(default_factory=lambda: [0.0])
+    clock: Clock = field(default_factory=Clock)  # the runtime's clock when ``manual_clock``
 
     async def post(
         self, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -141,9 +203,10 @@ async def balancer_factory() -> AsyncIterator[BalancerFactory]:
     ) -> Balancer:
         if isinstance(config, str):
             config = parse_config(config, "<test>")
-        clock_box = [1000.0]
-        clock = (lambda: clock_box[0]) if manual_clock else None
-        runtime = Runtime(config, config_path, **({"clock": clock} if clock else {}), history=False)
+        clock = Clock()
+        runtime = Runtime(
+            config, config_path, **({"clock": clock} if manual_clock else {}), history=False
+        )
         app = build_app(runtime)
         runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
@@ -154,7 +217,7 @@ async def balancer_factory() -> AsyncIterator[BalancerFactory]:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         started.append((runner, session))
-        return Balancer(f"http://127.0.0.1:{port}", runtime, session, clock_box)
+        return Balancer(f"http://127.0.0.1:{port}", runtime, session, clock)
 
     yield start
     for runner, session in reversed(started):

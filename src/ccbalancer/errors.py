@@ -5,17 +5,17 @@
     BalancerError                    anything we raise on purpose
     ├── ConfigError                  file, dotted key, reason
     ├── ClientError                  the inbound request is wrong -> 4xx, never reaches upstream
-    ├── NoCandidates                 the route has no provider that can take the request -> 503
     └── UpstreamError                one attempt at one provider went wrong
         ├── UpstreamConnectError     connect / TLS / DNS / reset before a response
         ├── UpstreamTimeout          connect, first-event or idle timeout (``phase``)
         ├── UpstreamStatusError      non-2xx answer (``status``, ``retry_after``, body message)
         ├── UpstreamStreamError      ``event: error`` frame or an error object inside a 200
-        ├── UpstreamProtocolError    malformed / oversized / non-SSE bytes, truncated stream
-        └── ClientGone               our own client left: never a provider failure
+        └── UpstreamProtocolError    malformed / oversized / non-SSE bytes, truncated stream
 
-Only ``upstream/client.py`` turns aiohttp/OS exceptions into these, and only ``proxy/respond.py``
-turns them into client responses. Nothing in between matches exception class names.
+Only ``upstream/client.py`` turns aiohttp/OS exceptions into these (one table), only
+``relay/failures.py`` turns them into what a client is told, and only ``proxy/respond.py``
+turns that into an HTTP response. Nothing in between matches exception class names. A
+client leaving is cancellation (``CancelledError``), never one of these.
 """
 
 from __future__ import annotations
@@ -71,16 +71,6 @@ class ClientError(BalancerError):
         super().__init__(message)
 
 
-class NoCandidates(BalancerError):
-    """No provider of the route can take a request right now."""
-
-    def __init__(self, model: str, reasons: list[str], retry_after: float | None) -> None:
-        self.model = model
-        self.reasons = reasons
-        self.retry_after = retry_after
-        super().__init__(f"no provider available for model {model}")
-
-
 class UpstreamError(BalancerError):
     """One attempt at one provider failed.
 
@@ -123,9 +113,10 @@ class UpstreamConnectError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     reason = "timeout"
 
-    def __init__(self, provider: str, phase: str, seconds: float) -> None:
+    def __init__(self, provider: str, phase: str, seconds: float = 0) -> None:
         self.phase = phase
-        super().__init__(provider, f"{phase} timeout after {seconds:g}s")
+        after = f" after {seconds:g}s" if seconds > 0 else ""
+        super().__init__(provider, f"{phase} timeout{after}")
 
 
 class UpstreamStatusError(UpstreamError):
@@ -162,24 +153,12 @@ class UpstreamStatusError(UpstreamError):
 
 
 class UpstreamStreamError(UpstreamError):
-    """An ``event: error`` frame (or an error object) inside a 200 stream.
-
-    ``published``: the error frame was already appended to the client stream.
-    """
+    """An ``event: error`` frame (or an error object) inside a 200 stream."""
 
     reason = "stream_error"
-    published = False
 
 
 class UpstreamProtocolError(UpstreamError):
     """Bytes we cannot use: not SSE, malformed JSON, oversized event, stream ended early."""
 
     reason = "protocol"
-
-
-class ClientGone(UpstreamError):
-    """Every client of an attempt left. Cancellation is never a provider failure."""
-
-    failover = False
-    counts_against_health = False
-    reason = "client_gone"

@@ -38,8 +38,7 @@ from ccbalancer.observe.logs import (
 from ccbalancer.observe.metrics import Metrics
 from ccbalancer.observe.recent import RecentRequests
 from ccbalancer.observe.record import RequestRecord
-from ccbalancer.proxy.attempt import Attempts
-from ccbalancer.proxy.job import Job
+from ccbalancer.relay import Call, Relay
 from ccbalancer.sharing.broadcast import Broadcast
 from ccbalancer.sharing.hub import Hub
 from ccbalancer.sharing.remote import RemoteShare
@@ -110,13 +109,8 @@ class Runtime:
             "anthropic": AnthropicDialect(),
             "openai": OpenAIDialect(),
         }
-        self.attempts = Attempts(
-            self.client,
-            self.planner,
-            self.health,
-            self.dialects,
-            self._failover,
-            self.redactor.scrub,
+        self.relay = Relay(
+            self.client, self.planner, self.health, self.dialects, self.redactor.scrub
         )
         self.history: History | None = (
             History(
@@ -156,12 +150,12 @@ class Runtime:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def produce(self, job: Job, broadcast: Broadcast) -> None:
+    async def produce(self, call: Call, broadcast: Broadcast) -> None:
         self.metrics.stream_opened()
         try:
-            await self.attempts.produce(job, broadcast)
+            await self.relay.produce(call, broadcast)
         except Exception:
-            self.log.exception("producer_crashed", request_id=job.request_id)
+            self.log.exception("producer_crashed", request_id=call.request_id)
             raise
         finally:
             self.metrics.stream_closed()
@@ -186,27 +180,24 @@ class Runtime:
 
         return trace
 
-    def producer(self, job: Job, key: str | None) -> Callable[[Broadcast], Awaitable[None]]:
-        """What the hub runs for a new call: the upstream attempt, shared with other instances
-        through Redis when that is configured and the request has a sharing key."""
-        local = functools.partial(self.produce, job)
+    def producer(self, call: Call, key: str | None) -> Callable[[Broadcast], Awaitable[None]]:
+        """What the hub runs for a new call: the relay, shared with other instances through
+        Redis when that is configured and the request has a sharing key."""
+        local = functools.partial(self.produce, call)
         if self.remote is None or key is None:
             return local
-        timeouts = job.config.settings.timeouts
+        timeouts = call.config.settings.timeouts
         return self.remote.producer(
             key,
             local,
             lead_ttl=timeouts.caching.deduplication_timeout,
-            cache_ttl=job.config.settings.cache.ttl,
+            cache_ttl=call.config.settings.cache.ttl,
             first_event_timeout=timeouts.first_event_timeout,
             idle_timeout=timeouts.streaming.read_timeout,
         )
 
     def _remote_warning(self, event: str, detail: str) -> None:
         self.log.warning(event, error=self.redactor.scrub(detail))
-
-    def _failover(self, provider: str, reason: str) -> None:
-        pass  # counted from the request record (failovers_total); hook kept for tracing
 
     def _transition(self, provider: str, old: State, new: State) -> None:
         self.metrics.provider_state(provider, new.value)

@@ -30,7 +30,7 @@ async def test_health_reflects_whether_any_provider_can_take_traffic(mock, balan
     await (await b.post(msg())).read()
     resp = await b.session.get(b.url + "/health")
     assert resp.status == 503
-    b.clock[0] += 31  # half-open: one request may probe it again
+    b.clock.now += 31  # half-open: one request may probe it again
     assert (await b.session.get(b.url + "/health")).status == 200
 
 

@@ -222,7 +222,7 @@ async def test_no_selectable_provider_is_a_503_with_retry_after_of_the_cooldown(
     assert resp.headers["retry-after"] == "42"
     assert "All configured providers for model" in (await resp.json())["error"]["message"]
     assert len(mock.requests("a")) == 1  # the cooling provider was not called again
-    b.clock[0] += 43  # after the cooldown one probe goes through and succeeds
+    b.clock.now += 43  # after the cooldown one probe goes through and succeeds
     ok = await b.post(msg("three"))
     assert ok.status == 200
     await ok.read()

@@ -14,7 +14,7 @@ from ccbalancer.config import parse_config
 from ccbalancer.mock import Script
 from ccbalancer.proxy.auth import guard
 from ccbalancer.runtime import RUNTIME, Runtime
-from tests.conftest import config_text, msg, read_events
+from tests.conftest import config_text, msg, read_events, until
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 FAST = """timeouts:
@@ -98,9 +98,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_continue(mock, 
         other = await b.post(msg("other"))
         assert (await read_events(other))[-1][0] == "message_stop"
         get = b.runtime.metrics.registry.get_sample_value
-        async with asyncio.timeout(15):
-            while get("ccbalancer_active_subscribers") != 0:
-                await asyncio.sleep(0.05)
+        await until(lambda: get("ccbalancer_active_subscribers") == 0, 15)
         assert (
             b.runtime.health.get("a").failure_count == 0
         )  # the client's fault, not the provider's
@@ -136,9 +134,7 @@ async def test_no_task_or_socket_is_left_after_many_faults(mock, balancer_factor
             await resp.content.readany()
             resp.close()
         mock.configure("a", Script())
-        async with asyncio.timeout(15):
-            while b.runtime.hub.live or mock.active_streams:
-                await asyncio.sleep(0.02)
+        await until(lambda: not (b.runtime.hub.live or mock.active_streams), 15)
 
     process = psutil.Process()
     await round_of_faults("warm")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ccbalancer.mock import MockServer, Script
-from tests.conftest import Balancer, config_text, msg, parse_frames
+from tests.conftest import Balancer, config_text, msg, parse_frames, until
 
 SHARED = "x-ccbalancer-shared"
 TEXT = "Hello from the ccbalancer mock."
@@ -83,12 +83,6 @@ async def _two(mock: MockServer, url: str, factory, extra: str = "") -> tuple[Ba
     return first, second
 
 
-async def _until(predicate, seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
 async def test_an_identical_request_at_another_instance_follows_the_call_in_flight(
     mock, balancer_factory, flushed
 ):
@@ -96,7 +90,7 @@ async def test_an_identical_request_at_another_instance_follows_the_call_in_flig
     one, two = await _two(mock, flushed, balancer_factory)
     async with asyncio.TaskGroup() as group:
         leader = group.create_task(one.post(msg("share me")))
-        await _until(lambda: len(mock.requests("a")) == 1)
+        await until(lambda: len(mock.requests("a")) == 1)
         follower = await two.post(msg("share me"))
     led = leader.result()
     assert (led.status, follower.status) == (200, 200)
@@ -122,7 +116,7 @@ async def test_a_stream_longer_than_the_claim_stays_claimed_while_it_runs(
     one, two = await _two(mock, flushed, balancer_factory, extra)
     async with asyncio.TaskGroup() as group:
         leader = group.create_task(one.post(msg()))
-        await _until(lambda: len(mock.requests("a")) == 1)
+        await until(lambda: len(mock.requests("a")) == 1)
         await asyncio.sleep(1.5)
         follower = await two.post(msg())
         followed = await follower.read()
@@ -169,7 +163,7 @@ async def test_a_follower_makes_its_own_call_when_the_leader_sends_nothing_in_ti
     two = await balancer_factory(_config(mock, flushed, "timeouts: {first_event_timeout: 1}\n"))
     async with asyncio.TaskGroup() as group:
         stalled = group.create_task(one.post(msg()))
-        await _until(lambda: len(mock.requests("a")) == 1)
+        await until(lambda: len(mock.requests("a")) == 1)
         own = await two.post(msg())
         body = await own.read()
     assert own.status == 200 and own.headers[SHARED] == "leader"
@@ -206,7 +200,7 @@ async def test_a_breaker_that_opens_at_one_instance_opens_at_the_others(
     first = await one.post(msg("first"))  # a answers 529; the request fails over to b
     await first.read()
     assert first.status == 200 and first.headers["x-provider-used"] == "b"
-    await _until(lambda: _state(two, "a") == "cooling_down")
+    await until(lambda: _state(two, "a") == "cooling_down")
     providers = await (await two.session.get(two.url + "/providers")).json()
     (a,) = [p for p in providers["providers"] if p["name"] == "a"]
     assert a["state"] == "cooling_down" and a["cooldown_remaining_s"] > 200
@@ -215,5 +209,5 @@ async def test_a_breaker_that_opens_at_one_instance_opens_at_the_others(
     assert second.headers["x-provider-used"] == "b"
     assert len(mock.requests("a")) == 1
     late = await balancer_factory(text)  # an instance started afterwards learns it at start
-    await _until(lambda: _state(late, "a") == "cooling_down")
+    await until(lambda: _state(late, "a") == "cooling_down")
     assert _state(one, "a") == "cooling_down"  # its own opening did not come back to it

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
 from ccbalancer.mock import Script
-from tests.conftest import config_text, msg, parse_frames
-
-
-async def _wait_for(predicate, seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not predicate():
-            await asyncio.sleep(0.05)
+from tests.conftest import config_text, msg, parse_frames, until
 
 
 async def test_reload_endpoint_applies_a_new_config(tmp_path, mock, balancer_factory):
@@ -53,10 +46,10 @@ async def test_health_survives_reload_for_unchanged_names(tmp_path, mock, balanc
     b = await balancer_factory(path.read_text(), config_path=str(path), manual_clock=True)
     mock.enqueue("a", Script(status=500))
     await (await b.post(msg())).read()
-    assert b.runtime.health.get("a").state(b.clock[0]).value == "cooling_down"
+    assert b.runtime.health.get("a").state(b.clock.now).value == "cooling_down"
     path.write_text(config_text(mock, ["a", "b", "c"], settings=settings))
     assert (await b.session.post(b.url + "/providers/reload")).status == 200
-    assert b.runtime.health.get("a").state(b.clock[0]).value == "cooling_down"
+    assert b.runtime.health.get("a").state(b.clock.now).value == "cooling_down"
     resp = await b.post(msg("after reload"))
     await resp.read()
     assert resp.headers["x-provider-used"] == "b"
@@ -69,7 +62,7 @@ async def test_file_change_is_picked_up_without_a_request(tmp_path, mock, balanc
     b = await balancer_factory(path.read_text(), config_path=str(path))
     path.write_text(config_text(mock, ["a", "b"]))
     os.utime(path, (1, 1))  # a distinct mtime even on coarse file systems
-    await _wait_for(lambda: b.runtime.reloads == 1)
+    await until(lambda: b.runtime.reloads == 1)
     assert [p.name for p in b.runtime.config.providers] == ["a", "b"]
 
 
@@ -81,7 +74,7 @@ async def test_sighup_reloads(tmp_path, mock, balancer_factory):
     path.write_text(config_text(mock, ["a", "b"]))
     b.runtime._mtime = path.stat().st_mtime
     os.kill(os.getpid(), signal.SIGHUP)
-    await _wait_for(lambda: b.runtime.reloads == 1)
+    await until(lambda: b.runtime.reloads == 1)
     assert "b" in b.runtime.config.providers_by_name
 
 

@@ -28,9 +28,9 @@ async def test_failing_provider_is_skipped_then_recovers_after_its_cooldown(mock
     assert len(mock.requests("a")) == 2
     state = (await (await b.session.get(b.url + "/providers")).json())["providers"][0]
     assert state["name"] == "a" and state["state"] == "cooling_down"
-    b.clock[0] += 61  # cooldown over: one probe; it succeeds and closes the breaker
+    b.clock.now += 61  # cooldown over: one probe; it succeeds and closes the breaker
     assert await _served_by(b, "probe", "p") == "a"
-    assert b.runtime.health.get("a").state(b.clock[0]).value == "healthy"
+    assert b.runtime.health.get("a").state(b.clock.now).value == "healthy"
     assert await _served_by(b, "after", "q") == "a"
 
 
@@ -39,10 +39,10 @@ async def test_half_open_probe_failure_reopens_the_breaker(mock, balancer_factor
     b = await balancer_factory(config_text(mock, ["a", "b"], settings=settings), manual_clock=True)
     mock.enqueue("a", Script(status=500), Script(status=500))
     assert await _served_by(b, "1", "s1") == "b"
-    b.clock[0] += 31
+    b.clock.now += 31
     assert await _served_by(b, "probe", "s2") == "b"  # probe tried a, failed, failed over
     assert len(mock.requests("a")) == 2
-    assert b.runtime.health.get("a").state(b.clock[0]).value == "cooling_down"
+    assert b.runtime.health.get("a").state(b.clock.now).value == "cooling_down"
     assert await _served_by(b, "3", "s3") == "b"
     assert len(mock.requests("a")) == 2
 
@@ -52,7 +52,7 @@ async def test_rate_limit_retry_after_lengthens_the_cooldown(mock, balancer_fact
     b = await balancer_factory(config_text(mock, ["a", "b"], settings=settings), manual_clock=True)
     mock.enqueue("a", Script(status=429, retry_after=120))
     await _served_by(b, "1", "s1")
-    remaining = b.runtime.health.get("a").cooldown_remaining(b.clock[0])
+    remaining = b.runtime.health.get("a").cooldown_remaining(b.clock.now)
     assert 110 < remaining <= 120
 
 

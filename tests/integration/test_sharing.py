@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +19,7 @@ import pytest
 
 from ccbalancer.mock import MockServer, Script
 from ccbalancer.sharing.broadcast import Broadcast
-from tests.conftest import Balancer, config_text, msg, parse_frames, read_events
+from tests.conftest import Balancer, config_text, msg, parse_frames, read_events, until
 
 SHARED = "x-ccbalancer-shared"
 # ~8 MB in 800 deltas of ~10 KB: twice what loopback TCP buffers (tcp_wmem max 4 MB by default)
@@ -40,13 +39,6 @@ frames = parse_frames
 
 def text_of(events: list[tuple[str, dict[str, Any]]]) -> str:
     return "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta")
-
-
-async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait (bounded) for state the balancer exposes no notification for."""
-    async with asyncio.timeout(seconds):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 def the_call(b: Balancer) -> Broadcast:
@@ -185,8 +177,8 @@ async def _slow_follower_run(
     mock: MockServer, b: Balancer
 ) -> tuple[bytes, SlowClient, Broadcast, int]:
     """A leader that reads everything and a follower that stops after the headers. Returns the
-    leader's body, the paused follower, the call, and the follower's cursor at the moment the
-    leader had finished."""
+    leader's body, the paused follower, the call, and how many subscribers were still
+    attached once the leader had finished."""
     mock.configure("a", Script(text=BIG_TEXT, events=BIG_EVENTS, first_event_delay=0.5))
     async with asyncio.TaskGroup() as group:
         leader_task = group.create_task(b.post(msg()))
@@ -198,8 +190,7 @@ async def _slow_follower_run(
     assert slow.status == 200 and slow.headers[SHARED] == "follower"
     leader_body = await leader_task.result().read()
     await until(lambda: broadcast.subscribers == 1)  # the leader's handler is done too
-    (cursor,) = broadcast.cursors.values()
-    return leader_body, slow, broadcast, cursor
+    return leader_body, slow, broadcast, broadcast.subscribers
 
 
 async def test_slow_follower_does_not_delay_the_leader(mock, balancer_factory):
@@ -207,11 +198,13 @@ async def test_slow_follower_does_not_delay_the_leader(mock, balancer_factory):
     full, its writer blocked), the upstream is read to the end and the leader gets the whole
     answer; the follower is still being served afterwards."""
     b = await balancer_factory(config_text(mock, ["a"], settings=sharing()))
-    leader_body, slow, broadcast, cursor = await _slow_follower_run(mock, b)
+    leader_body, slow, broadcast, attached = await _slow_follower_run(mock, b)
     events = frames(leader_body)
     assert events[-1][0] == "message_stop" and "error" not in [n for n, _ in events]
     assert broadcast.done and mock.active_streams == 0  # the upstream was read to its end
-    assert cursor < broadcast.end  # ...while the follower, still attached, was behind
+    # ...while the follower's writer, still attached, had not written it all (it ends
+    # only once its client has everything)
+    assert attached == 1
     follower_body = await slow.read_rest()
     await slow.close()
     assert leader_body.startswith(follower_body)  # whatever it got is the same stream
@@ -533,9 +526,9 @@ async def test_calls_older_than_the_join_window_are_not_joined(mock, balancer_fa
     setting = sharing("timeouts: {caching: {deduplication_timeout: 30}}\n")
     b = await balancer_factory(config_text(mock, ["a"], settings=setting), manual_clock=True)
     first = await b.post(msg())
-    b.clock[0] += 29
+    b.clock.now += 29
     second = await b.post(msg())
-    b.clock[0] += 2
+    b.clock.now += 2
     third = await b.post(msg())
     roles = [r.headers[SHARED] for r in (first, second, third)]
     assert roles == ["leader", "follower", "leader"]
@@ -574,7 +567,7 @@ async def test_nothing_is_left_in_memory_after_all_streams_end(mock, balancer_fa
     registry = b.runtime.metrics.registry
     await until(lambda: registry.get_sample_value("ccbalancer_active_subscribers") == 0)
     assert registry.get_sample_value("ccbalancer_active_streams") == 0
-    b.clock[0] += 60
+    b.clock.now += 60
     hub.sweep()  # what the runtime's sweeper does every few seconds
     assert len(hub.cache) == 0 and hub.cache.bytes == 0
     assert hub.inflight == {} and hub.live == 0

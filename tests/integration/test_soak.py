@@ -18,7 +18,7 @@ import pytest
 
 from ccbalancer.mock import MockServer
 from ccbalancer.observe.logs import configure_logging
-from tests.conftest import config_text, msg
+from tests.conftest import config_text, msg, until
 
 pytestmark = pytest.mark.soak
 
@@ -132,9 +132,7 @@ async def _soak(mock: MockServer, balancer_factory, settings: str) -> None:
 
     baseline_tasks = len(_tasks())
     await asyncio.gather(sampler(), *(client(i) for i in range(concurrency)))
-    async with asyncio.timeout(30):
-        while b.runtime.hub.live or mock.active_streams:
-            await asyncio.sleep(0.05)
+    await until(lambda: not (b.runtime.hub.live or mock.active_streams), 30)
     print(f"\nsoak: {sum(outcomes.values())} requests in {seconds:.0f}s: {outcomes}")
     print("rss MiB over time:", [round(rss / 2**20, 1) for _, rss, _ in samples])
     assert not problems, problems[:5]

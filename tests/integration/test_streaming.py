@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from ccbalancer.mock import Script
-from ccbalancer.proxy.job import Job
-from tests.conftest import config_text, msg, read_events
+from ccbalancer.relay import Call
+from tests.conftest import config_text, msg, read_events, until
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -228,9 +228,7 @@ async def test_client_disconnect_mid_stream_releases_the_upstream(mock, balancer
         while b"text_delta" not in await resp.content.readany():
             pass
     resp.close()
-    async with asyncio.timeout(10):
-        while b.runtime.hub.live or mock.active_streams:
-            await asyncio.sleep(0.02)
+    await until(lambda: not (b.runtime.hub.live or mock.active_streams))
     health = b.runtime.health.get("a")
     assert health.in_flight == 0
     assert health.failure_count == 0  # a client leaving is never the provider's fault
@@ -238,7 +236,7 @@ async def test_client_disconnect_mid_stream_releases_the_upstream(mock, balancer
 
 async def test_a_committed_stream_no_longer_holds_the_request_body(mock, balancer_factory):
     """Claude Code requests are often hundreds of KB and streams last minutes: once an attempt
-    has committed no other can start, so the job lets go of the body while the stream goes on."""
+    has committed no other can start, so the call lets go of the body while the stream goes on."""
     mock.configure("a", Script(events=20, delay=0.05))
     b = await balancer_factory(config_text(mock, ["a"]))
     resp = await b.post(msg("padding " * 20_000))
@@ -246,7 +244,7 @@ async def test_a_committed_stream_no_longer_holds_the_request_body(mock, balance
         while b"text_delta" not in await resp.content.readany():
             pass
     request_id = resp.headers["x-ccbalancer-request-id"]
-    (job,) = [o for o in gc.get_objects() if isinstance(o, Job) and o.request_id == request_id]
+    (call,) = [o for o in gc.get_objects() if isinstance(o, Call) and o.request_id == request_id]
     assert mock.active_streams == 1  # the stream is still going
-    assert job.body == {} and job.headers == {}
+    assert call.body == {} and call.headers == {}
     await resp.read()

@@ -13,16 +13,9 @@ from ccbalancer.balance.least_latency import LeastLatencyStrategy
 from ccbalancer.balance.weighted import WeightedStrategy
 from ccbalancer.config.schema import Config
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, State
+from tests.conftest import Clock
 
 PICKS = 1_000
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_config(

@@ -8,14 +8,7 @@ from hypothesis import strategies as st
 
 from ccbalancer.config.schema import Settings
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, ProviderHealth, State
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 def fail(h: ProviderHealth, now: float, retry_after: float | None = None) -> None:

@@ -66,6 +66,8 @@ class AnthropicDialect:
 class AnthropicDecoder:
     __slots__ = ("_json", "_json_size", "_parser")
 
+    start_usage_estimated = False  # the provider's own message_start usage
+
     def __init__(self, content_type: str) -> None:
         self._parser = SSEParser()
         self._json: list[bytes] | None = None if "event-stream" in content_type else []

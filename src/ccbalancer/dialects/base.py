@@ -42,7 +42,12 @@ class StreamDecoder(Protocol):
     example ``SSEError``) on bytes it cannot use. An upstream error frame becomes an Anthropic
     ``error`` event; a stream cut short simply ends without ``message_delta`` — deciding that
     it failed is the caller's job.
+
+    ``start_usage_estimated``: the ``message_start`` usage is a local estimate (a converted
+    provider reports usage only at the end); it is shown to the client, never recorded.
     """
+
+    start_usage_estimated: bool
 
     def feed(self, chunk: bytes, received: float) -> list[Event]: ...
 

@@ -1,8 +1,8 @@
 """``POST /v1/messages``: admit, key, then replay, join or lead (DESIGN.md section 5).
 
 Admission parses the body once and refuses what cannot be served with a 4xx in the Anthropic
-envelope. The answer is produced by a hub-owned call (``proxy.attempt``) that this request may
-only be one subscriber of; this handler is that subscriber's writer and its record keeper.
+envelope. The answer is produced by a hub-owned call (``relay``) that this request may only be
+one subscriber of; this handler is that subscriber's writer and its record keeper.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 from ccbalancer.errors import ClientError
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy import respond, writer
-from ccbalancer.proxy.job import Job, Outcome
+from ccbalancer.relay import Call
 from ccbalancer.runtime import RUNTIME, Runtime
 from ccbalancer.sharing.broadcast import Broadcast, Lagged
 from ccbalancer.sharing.key import coalescing_key
@@ -134,7 +134,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if found is not None:
         broadcast, role = found
     else:
-        job = Job(
+        call = Call(
             config=config,
             body=body,
             model=model,
@@ -146,11 +146,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
             request_id=request_id,
         )
         broadcast = hub.lead(
-            key, dedup.max_stream_bytes, runtime.producer(job, key), f"upstream:{request_id}"
+            key, dedup.max_stream_bytes, runtime.producer(call, key), f"upstream:{request_id}"
         )
-        broadcast.meta = job.outcome
         role = "leader" if dedup.enabled else "none"
-    # The body and headers live on in the job only until an attempt commits; this frame lasts
+    # The body and headers live on in the call only until an attempt commits; this frame lasts
     # as long as the stream, and a Claude Code request is often hundreds of KB.
     del body, headers
     record.role = role
@@ -158,7 +157,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     runtime.metrics.subscriber_added()
     try:
         await writer.wait_ready(broadcast)
-        if broadcast.remote:  # another instance made the call (sharing through Redis)
+        if broadcast.outcome.remote:  # another instance made the call (sharing through Redis)
             role = record.role = "follower"
         extra = {"x-ccbalancer-request-id": request_id}
         if dedup.enabled:
@@ -183,7 +182,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 request,
                 broadcast,
                 out_headers,
-                sub_id,
                 settings.client_write_timeout,
                 runtime.metrics.event_forwarded,
                 trace,
@@ -197,7 +195,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             elif delivery.lost:
                 record.outcome, record.error = "cancelled", f"client {delivery.lost}"
             return delivery.response
-        accumulator = await writer.accumulate(broadcast, sub_id)
+        accumulator = await writer.accumulate(broadcast)
         failure = broadcast.failure
         if failure is not None:
             record.status, record.outcome, record.error = (
@@ -220,7 +218,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         record.status, record.outcome, record.error = 500, "error", "internal error"
         raise
     finally:
-        hub.unsubscribe(broadcast, sub_id)
+        hub.unsubscribe(broadcast)
         runtime.metrics.subscriber_removed()
         _fill(record, broadcast, t0)
         runtime.finished(record)
@@ -228,12 +226,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 def _fill(record: RequestRecord, broadcast: Broadcast, t0: float) -> None:
     record.duration = time.perf_counter() - t0
-    outcome = broadcast.meta
-    if isinstance(outcome, Outcome):
-        if record.role in ("leader", "none"):
-            record.attempts = list(outcome.attempts)
-            record.ttfc = outcome.ttfc
-        record.provider = record.provider or outcome.provider
-        record.input_tokens = outcome.input_tokens
-        record.output_tokens = outcome.output_tokens
-        record.stop_reason = outcome.stop_reason
+    outcome = broadcast.outcome
+    if record.role in ("leader", "none"):
+        record.attempts = list(outcome.attempts)
+        record.ttfc = outcome.ttfc
+    record.provider = record.provider or outcome.provider
+    record.input_tokens = outcome.usage.total_input
+    record.output_tokens = outcome.usage.output_tokens
+    record.stop_reason = outcome.stop_reason

@@ -18,6 +18,7 @@ from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.errors import ClientError, ConfigError, UpstreamError
 from ccbalancer.proxy import respond
 from ccbalancer.proxy.handler import passthrough_credential, read_json_body
+from ccbalancer.relay.failures import Redaction
 from ccbalancer.runtime import RUNTIME, Runtime
 
 # Well-known Claude model ids offered for glob routes in /v1/models (exact keys are listed as
@@ -222,8 +223,9 @@ async def count_tokens(request: web.Request) -> web.Response:
             )
         if 400 <= status < 500 and status not in config.settings.unhealthy_http_codes:
             error_type, message = dialect.error(status, answer)
+            told = Redaction(runtime.redactor.scrub, credential).text(message)
             return respond.error_response(
-                status, error_type, message, {"x-provider-used": provider.name}
+                status, error_type, told, {"x-provider-used": provider.name}
             )
     return _json(
         {"input_tokens": estimate_input_tokens(body)}, headers={"x-ccbalancer-estimated": "true"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -24,6 +24,7 @@ from aiohttp import web
 from ccbalancer.proxy import respond
 from ccbalancer.sharing.broadcast import Broadcast, Lagged, Reader
 from ccbalancer.sse.accumulate import MessageAccumulator
+from ccbalancer.sse.event import Event
 
 # Bytes already waiting in the socket buffer mean the client is not keeping up: only then is a
 # write wrapped in a timeout (a timer per event would cost more than the write itself). A
@@ -48,27 +49,23 @@ class Delivery:
 class _ClientReader(Reader):
     """One streaming client's cursor, and the direct path to its socket."""
 
-    __slots__ = ("chunked", "cursors", "on_event", "sub_id", "trace", "transport", "written")
+    __slots__ = ("chunked", "on_event", "trace", "transport", "written")
 
     def __init__(
         self,
         transport: asyncio.Transport | None,
         chunked: bool,
-        sub_id: int,
-        cursors: dict[int, int],
         on_event: Callable[[float], None] | None,
         trace: Callable[[int, float, float], None] | None,
     ) -> None:
         super().__init__()
         self.transport = transport  # None: no direct writes (aiohttp's writer does it all)
         self.chunked = chunked
-        self.sub_id = sub_id
-        self.cursors = cursors
         self.on_event = on_event
         self.trace = trace
         self.written = 0
 
-    def take(self, broadcast: Broadcast, end: int) -> bool:
+    def take(self, broadcast: Broadcast, start: int, events: Sequence[Event]) -> bool:
         transport = self.transport
         # Only once aiohttp has written the headers (cursor > 0), and only into an empty
         # socket buffer: a client that is behind is served, and timed, by its own task.
@@ -76,19 +73,17 @@ class _ClientReader(Reader):
             return False
         if transport.is_closing() or transport.get_write_buffer_size():
             return False
-        start = self.cursor
-        _, data = broadcast.frames(start, end)
+        data = events[0].raw if len(events) == 1 else b"".join([e.raw for e in events])
         try:
             transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
         except (OSError, RuntimeError):
             return False  # the task's own write reports it
-        self.delivered(broadcast, start, end, len(data))
+        self.delivered(broadcast, start, start + len(events), len(data))
         return True
 
     def delivered(self, broadcast: Broadcast, start: int, stop: int, size: int) -> None:
         self.cursor = stop
         self.written += size
-        self.cursors[self.sub_id] = stop
         on_event, trace = self.on_event, self.trace
         if on_event is None and trace is None:
             return
@@ -111,7 +106,6 @@ async def stream_to(
     request: web.Request,
     broadcast: Broadcast,
     headers: dict[str, str],
-    sub_id: int,
     write_timeout: float,
     on_event: Callable[[float], None] | None,
     trace: Callable[[int, float, float], None] | None,
@@ -124,14 +118,7 @@ async def stream_to(
     transport = request.transport
     framing = response.headers.get("Transfer-Encoding", "")
     direct = "Content-Encoding" not in response.headers and framing in ("", "chunked")
-    reader = _ClientReader(
-        transport if direct else None,
-        framing == "chunked",
-        sub_id,
-        broadcast.cursors,
-        on_event,
-        trace,
-    )
+    reader = _ClientReader(transport if direct else None, framing == "chunked", on_event, trace)
     try:
         while True:
             while reader.cursor < broadcast.end:
@@ -174,17 +161,14 @@ class _Accumulating(Reader):
         super().__init__()
         self.accumulator = accumulator
 
-    def take(self, broadcast: Broadcast, end: int) -> bool:
-        fresh = broadcast.fresh
-        if not fresh or end - self.cursor != len(fresh):
-            return False
-        for event in fresh:  # should one raise, the broadcast wakes this client's task
+    def take(self, broadcast: Broadcast, start: int, events: Sequence[Event]) -> bool:
+        for event in events:  # should one raise, the broadcast wakes this client's task
             self.accumulator.add(event)
             self.cursor += 1
         return True
 
 
-async def accumulate(broadcast: Broadcast, sub_id: int) -> MessageAccumulator:
+async def accumulate(broadcast: Broadcast) -> MessageAccumulator:
     """Follow the log to its end, building the Message (non-streaming clients); the
     accumulator's ``events`` counts what it consumed."""
     accumulator = MessageAccumulator()
@@ -193,7 +177,6 @@ async def accumulate(broadcast: Broadcast, sub_id: int) -> MessageAccumulator:
         while reader.cursor < broadcast.end:
             accumulator.add(broadcast.get(reader.cursor))
             reader.cursor += 1
-        broadcast.cursors[sub_id] = reader.cursor
         if broadcast.done:
             return accumulator
         await broadcast.park(reader)

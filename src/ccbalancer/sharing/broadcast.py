@@ -1,31 +1,48 @@
 """One upstream answer, many readers: an append-only event log with a cursor per subscriber.
 
-The producer (the upstream attempt, owned by the hub) appends; it never awaits a client. A
-subscriber that has caught up parks a ``Reader`` on the log. The next append hands the new
-frames to every parked reader in the producer's own step: a reader whose client socket has
-room writes them then and there (no task wake-up, so an event reaches the socket one loop
-step after its bytes arrived); any other reader has its future resolved and its own task
-catches up, with backpressure and timeouts. A late subscriber starts at cursor 0 and catches
-up from the log.
+An answer's life is an explicit state machine, changed only by the methods below::
+
+    WAITING --commit--> COMMITTED --finish--> FINISHED
+       |                    |
+       +------fail----------+-----fail-----> FAILED
+
+``commit`` publishes the events held until the answer could be given (the head goes out
+with them), ``publish`` appends what one upstream read brought, ``finish`` and ``fail`` end
+it. Any other transition is a bug and raises ``IllegalTransition``. Each of the four offers
+the new events to the parked readers exactly once.
+
+The producer (the relay, owned by the hub) never awaits a client. A subscriber that has
+caught up parks a ``Reader``; each offer hands the new events to every parked reader in the
+producer's own step: a reader whose client socket has room writes them then and there (no
+task wake-up, so an event reaches the socket in the loop step its bytes arrived in); any
+other reader has its future resolved and its own task catches up from the log, with
+backpressure and timeouts. A late subscriber starts at cursor 0.
 
 The log keeps each event's frame bytes and receive time compactly (``FrameLog``), not
-``Event`` objects; ``get`` parses an event again for the rare reader that needs its JSON
-(non-streaming clients).
-
-The log is bounded: past ``max_bytes`` its oldest events are dropped and any subscriber still
-behind them is cut (``Lagged``), never silently skipped. A trimmed log is no longer joinable or
-cacheable.
+``Event`` objects; ``get`` parses an event again for the rare reader that needs its JSON.
+It is bounded: past ``max_bytes`` its oldest events are dropped and any subscriber still
+behind them is cut (``Lagged``), never silently skipped. A trimmed log is no longer joinable
+or cacheable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ccbalancer.sharing.framelog import FrameLog
+from ccbalancer.sharing.outcome import Outcome
 from ccbalancer.sse.event import Event, encode_event
 from ccbalancer.sse.parser import parse_frame
+
+
+class State(enum.Enum):
+    WAITING = "waiting"  # nothing can be sent yet
+    COMMITTED = "committed"  # the head and events are going out
+    FINISHED = "finished"  # complete
+    FAILED = "failed"  # ended by a failure (before or after the commit)
 
 
 @dataclass(slots=True)
@@ -46,16 +63,18 @@ class Failure:
     committed: bool
     provider: str = ""
     headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None  # an upstream client-error body returned as is
-    content_type: str = "application/json"
 
 
 class Lagged(Exception):
     """The subscriber fell behind the log's retained window."""
 
 
+class IllegalTransition(RuntimeError):
+    """A producer bug: the answer cannot go from its state to the one asked for."""
+
+
 class Reader:
-    """A subscriber's place in the log. ``take`` is offered the new events while the reader is
+    """A subscriber's place in the log. ``take`` is offered new events while the reader is
     parked; the base class never takes them, so its task is woken instead."""
 
     __slots__ = ("cursor", "parked")
@@ -64,9 +83,10 @@ class Reader:
         self.cursor = 0  # the next event index this reader will write
         self.parked: asyncio.Future[None] | None = None
 
-    def take(self, broadcast: Broadcast, end: int) -> bool:
-        """Write events ``cursor..end`` now, without awaiting, and advance; or return False
-        (nothing written) to have the reader's own task woken."""
+    def take(self, broadcast: Broadcast, start: int, events: Sequence[Event]) -> bool:
+        """``events`` were just appended at index ``start``. Deliver them now, without
+        awaiting, and advance the cursor; or return False (nothing delivered) to have the
+        reader's own task woken."""
         return False
 
 
@@ -78,70 +98,99 @@ class Broadcast:
         "_waiters",
         "bytes",
         "created",
-        "cursors",
-        "done",
         "failure",
-        "fresh",
         "head",
         "key",
         "max_bytes",
-        "meta",
-        "remote",
+        "outcome",
+        "state",
         "subscribers",
         "trimmed",
     )
 
-    def __init__(self, key: str | None, max_bytes: int, created: float) -> None:
+    def __init__(
+        self, key: str | None, max_bytes: int, created: float, outcome: Outcome | None = None
+    ) -> None:
         self.key = key
         self.max_bytes = max_bytes
         self.created = created
+        self.outcome = outcome if outcome is not None else Outcome()
+        self.state = State.WAITING
+        self.head: Head | None = None
+        self.failure: Failure | None = None
         self._log = FrameLog()  # each event's exact bytes, framing included
-        # one future per waiting subscriber, resolved by the next append: a cancelled
+        # one future per waiting subscriber, resolved by the next offer: a cancelled
         # subscriber cancels only its own (no shield, no shared future to protect)
         self._waiters: list[asyncio.Future[None]] = []
         self._readers: list[Reader] = []  # parked at the end of the log
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes = 0
-        self.head: Head | None = None
-        self.failure: Failure | None = None
-        self.done = False
         self.trimmed = False
         self.subscribers = 0
-        # subscriber id -> events written so far (for inspection; trimming cuts laggards anyway)
-        self.cursors: dict[int, int] = {}
-        self.meta: Any = None  # what the producer learns (proxy.job.Outcome), for the records
-        self.remote = False  # followed from another instance's call (sharing.remote)
-        # the events added since readers were last offered any (a reader that needs the
-        # events themselves, not their bytes, takes them from here instead of parsing frames)
-        self.fresh: list[Event] = []
 
-    # -- producer side ---------------------------------------------------------------------
+    # -- the producer's side: the only places that change the state -----------------------
 
-    def commit(self, head: Head, held: list[Event]) -> None:
+    def commit(self, head: Head, events: Sequence[Event]) -> None:
+        self._expect(State.WAITING, "commit")
         self.head = head
-        for event in held:
-            self._push(event)
-        self._wake()
+        self.state = State.COMMITTED
+        self._offer(events)
 
-    def append(self, event: Event) -> None:
-        self._push(event)
-        self._wake()
+    def publish(self, events: Sequence[Event]) -> None:
+        """Append what arrived together (one upstream read): offered once, one write per
+        caught-up client."""
+        self._expect(State.COMMITTED, "publish")
+        if events:
+            self._offer(events)
 
-    def add(self, event: Event) -> None:
-        """Append without telling the readers yet: events that arrived together (one upstream
-        read) are then offered together by ``publish``, one write per reader."""
-        self._push(event)
+    def finish(self, events: Sequence[Event] = ()) -> None:
+        self._expect(State.COMMITTED, "finish")
+        self.state = State.FINISHED
+        self._offer(events)
 
-    def publish(self) -> None:
-        """Offer what ``add`` appended since the last offer."""
-        if self.fresh:
-            self._wake()
+    def fail(self, failure: Failure, events: Sequence[Event] = ()) -> None:
+        """End the answer. ``events`` (a committed stream's ``event: error`` frame) go out
+        first; a stream that just stopped would read as 'cut off' to Claude Code."""
+        if self.state is not State.COMMITTED:
+            self._expect(State.WAITING, "fail")
+            events = ()  # nothing was sent: the client gets a status, not frames
+        self.failure = failure
+        self.state = State.FAILED
+        self._offer(events)
 
-    def _push(self, event: Event) -> None:
-        self.fresh.append(event)
-        self.bytes += self._log.append(event.raw, event.received)
+    def _expect(self, state: State, action: str) -> None:
+        if self.state is not state:
+            raise IllegalTransition(f"cannot {action} an answer that is {self.state.value}")
+
+    def _offer(self, events: Sequence[Event]) -> None:
+        start = self._log.end
+        log = self._log
+        for event in events:
+            self.bytes += log.append(event.raw, event.received)
         if self.bytes > self.max_bytes:
             self._trim()
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        readers = self._readers
+        if readers:
+            # At the end every reader's own task finishes its response; before it, a reader
+            # that takes the new events stays parked for the next ones.
+            live = self.state is State.COMMITTED and bool(events)
+            base = log.base
+            kept: list[Reader] = []
+            for reader in readers:
+                parked = reader.parked
+                if parked is None or parked.done():
+                    continue  # its task was cancelled (the client left)
+                if live and reader.cursor == start >= base and _took(reader, self, start, events):
+                    kept.append(reader)
+                else:
+                    parked.set_result(None)
+            self._readers = kept
 
     def _trim(self) -> None:
         """Drop the oldest half of the retained bytes; readers behind it will be cut."""
@@ -154,41 +203,7 @@ class Broadcast:
         log.drop_oldest(index - log.base)
         self.trimmed = True
 
-    def finish(self) -> None:
-        self.done = True
-        self._wake()
-
-    def fail(self, failure: Failure) -> None:
-        self.failure = failure
-        self.done = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-        readers = self._readers
-        if readers:
-            # At the end, every reader's own task finishes its response; before it, a reader
-            # that takes the new events stays parked for the next ones.
-            end = self._log.end
-            base = self._log.base
-            kept: list[Reader] = []
-            for reader in readers:
-                parked = reader.parked
-                if parked is None or parked.done():
-                    continue  # its task was cancelled (the client left)
-                if not self.done and reader.cursor >= base and _took(reader, self, end):
-                    kept.append(reader)
-                else:
-                    parked.set_result(None)
-            self._readers = kept
-        self.fresh.clear()
-
-    # -- subscriber side -------------------------------------------------------------------
+    # -- the subscribers' side -------------------------------------------------------------
 
     @property
     def end(self) -> int:
@@ -196,8 +211,16 @@ class Broadcast:
 
     @property
     def ready(self) -> bool:
-        """The client can be answered: committed, or failed before committing."""
-        return self.head is not None or self.done
+        """The client can be answered: committed, or ended before committing."""
+        return self.state is not State.WAITING
+
+    @property
+    def done(self) -> bool:
+        return self.state is State.FINISHED or self.state is State.FAILED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is State.FINISHED
 
     def frames(self, start: int, stop: int, limit: int = 1 << 62) -> tuple[int, bytes]:
         """Events ``start..stop`` as one byte string, cut after ``limit`` bytes (at least one
@@ -231,18 +254,14 @@ class Broadcast:
         assert event is not None  # only frames with data are logged
         return event
 
-    def events(self) -> list[Event]:
-        """All retained events (only meaningful for an untrimmed log)."""
-        return [self.get(index) for index in range(self._log.base, self.end)]
-
     async def wait(self) -> None:
-        """Until the next append, commit or end."""
+        """Until the next offer (commit, publish or end)."""
         waiter = self._future()
         self._waiters.append(waiter)
         await waiter
 
     async def park(self, reader: Reader) -> None:
-        """Until ``reader`` cannot take an append itself, or the answer ends."""
+        """Until ``reader`` cannot take an offer itself, or the answer ends."""
         reader.parked = parked = self._future()
         self._readers.append(reader)
         try:
@@ -262,16 +281,12 @@ class Broadcast:
             loop = self._loop = asyncio.get_running_loop()
         return loop.create_future()
 
-    @property
-    def succeeded(self) -> bool:
-        return self.done and self.failure is None and self.head is not None
 
-
-def _took(reader: Reader, broadcast: Broadcast, end: int) -> bool:
+def _took(reader: Reader, broadcast: Broadcast, start: int, events: Sequence[Event]) -> bool:
     """One reader's failure is its own task's to meet, never the producer's (and so every
     other subscriber's)."""
     try:
-        return reader.take(broadcast, end)
+        return reader.take(broadcast, start, events)
     except Exception:
         return False
 
@@ -281,9 +296,9 @@ def abandon(broadcast: Broadcast, status: int, uncommitted_type: str, message: s
     A committed stream gets an ``event: error`` (a stream that just stops reads as 'cut off'
     to Claude Code, which then sends continuation requests instead of retrying); a client
     still waiting for the head gets an error status."""
-    if broadcast.head is not None:
+    if broadcast.state is State.COMMITTED:
         error = {"type": "api_error", "message": message}
-        broadcast.append(encode_event("error", {"type": "error", "error": error}))
-        broadcast.fail(Failure(status, "api_error", message, True))
-    else:
+        frame = encode_event("error", {"type": "error", "error": error})
+        broadcast.fail(Failure(status, "api_error", message, True), [frame])
+    elif broadcast.state is State.WAITING:
         broadcast.fail(Failure(status, uncommitted_type, message, False))

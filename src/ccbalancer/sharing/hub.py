@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ccbalancer.sharing.broadcast import Broadcast, abandon
 from ccbalancer.sharing.cache import ResponseCache
 from ccbalancer.tasks import TaskOwner
+from ccbalancer.timers import Handle, Scheduler
 
 Producer = Callable[[Broadcast], Awaitable[None]]
 
@@ -26,7 +27,7 @@ Producer = Callable[[Broadcast], Awaitable[None]]
 class _Live:
     task: asyncio.Task[None]
     broadcast: Broadcast
-    timer: asyncio.TimerHandle | None = None
+    timer: Handle | None = None
 
 
 class Hub:
@@ -37,8 +38,10 @@ class Hub:
         cache_bytes: int,
         orphan_grace: float,
         join_window: float,
+        timers: Scheduler | None = None,
     ) -> None:
         self._clock = clock
+        self._timers = timers  # None: the running loop
         self.cache = ResponseCache(cache_ttl, cache_bytes, clock)
         self.orphan_grace = orphan_grace
         self.join_window = join_window  # an in-flight call older than this is not joined
@@ -114,16 +117,14 @@ class Hub:
     def subscribe(self, broadcast: Broadcast) -> int:
         sub_id = next(self._ids)
         broadcast.subscribers += 1
-        broadcast.cursors[sub_id] = 0
         live = self._live.get(id(broadcast))
         if live is not None and live.timer is not None:
             live.timer.cancel()
             live.timer = None
         return sub_id
 
-    def unsubscribe(self, broadcast: Broadcast, sub_id: int) -> None:
+    def unsubscribe(self, broadcast: Broadcast) -> None:
         broadcast.subscribers -= 1
-        broadcast.cursors.pop(sub_id, None)
         if broadcast.subscribers > 0 or broadcast.done:
             return
         live = self._live.get(id(broadcast))
@@ -135,8 +136,10 @@ class Hub:
             self._unregister(broadcast)
             live.task.cancel()
         else:
-            loop = asyncio.get_running_loop()
-            live.timer = loop.call_later(self.orphan_grace, self._expire, broadcast)
+            timers = self._timers or asyncio.get_running_loop()
+            live.timer = timers.call_at(
+                timers.time() + self.orphan_grace, lambda: self._expire(broadcast)
+            )
 
     def _expire(self, broadcast: Broadcast) -> None:
         live = self._live.get(id(broadcast))

@@ -107,12 +107,12 @@ class RemoteShare:
             if await self._claim(key, lead_ttl):
                 await self._lead(key, broadcast, local, lead_ttl, cache_ttl)
                 return
-            broadcast.remote = True
+            broadcast.outcome.remote = True
             followed = await self._follow(key, broadcast, first_event_timeout, idle_timeout)
             if not followed:
                 # The leader sent nothing in time: ask the upstream ourselves. Not mirrored:
                 # the stream in Redis still belongs to the leader, if it is alive.
-                broadcast.remote = False
+                broadcast.outcome.remote = False
                 await local(broadcast)
 
         return produce
@@ -241,11 +241,10 @@ class RemoteShare:
                     elif kind == b"frames" and head is not None:
                         events = parser.feed(fields.get(b"b", b""), time.perf_counter())
                         if broadcast.head is None:
+                            broadcast.outcome.provider = head.provider
                             broadcast.commit(head, events)
                         else:
-                            for event in events:
-                                broadcast.add(event)
-                            broadcast.publish()
+                            broadcast.publish(events)
                     elif kind == b"end":
                         _end(broadcast, fields)
                         return True

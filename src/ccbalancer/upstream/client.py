@@ -11,11 +11,10 @@ caller adds the first-event deadline. There is never a total deadline on a strea
 
 from __future__ import annotations
 
-import asyncio
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,37 +37,24 @@ class _SessionKey:
 
 
 class UpstreamResponse:
-    """An open upstream response. Read with ``chunk()`` until it returns b''; always ``close()``.
+    """An open upstream response (``relay.transport.UpstreamCall``). Read with ``chunk()``
+    until it returns b''; always ``close()``.
 
-    Once the headers are in, the idle limit between reads is ours, not aiohttp's ``sock_read``:
-    that re-arms a timer on every chunk the socket delivers (a timer object per event). Here
-    one timer per stream checks, when it fires, how long ago the last chunk came, and either
-    ends the read with a timeout or re-arms itself for the remaining time.
+    Once the headers are in, aiohttp's ``sock_read`` timer is switched off for this
+    response: it re-arms a timer on every chunk the socket delivers. The relay's single
+    deadline bounds silence instead and ends a read through ``abort``.
     """
 
-    __slots__ = ("_loop", "_read", "_resp", "_seen", "_watch", "provider", "read_timeout")
+    __slots__ = ("_read", "_resp", "provider")
 
-    def __init__(self, provider: str, resp: aiohttp.ClientResponse, read_timeout: float) -> None:
+    def __init__(self, provider: str, resp: aiohttp.ClientResponse) -> None:
         self.provider = provider
         self._resp = resp
         self._read = resp.content.readany
-        self.read_timeout = read_timeout
-        self._loop = asyncio.get_running_loop()
-        self._seen = self._loop.time()
-        self._watch: asyncio.TimerHandle | None = None
         connection = resp.connection
-        if read_timeout > 0 and connection is not None and connection.protocol is not None:
+        if connection is not None and connection.protocol is not None:
             # the pool sets it again for the connection's next request
             connection.protocol.read_timeout = None
-            self._watch = self._loop.call_at(self._seen + read_timeout, self._check_idle)
-
-    def _check_idle(self) -> None:
-        due = self._seen + self.read_timeout
-        if self._loop.time() >= due:
-            self._watch = None
-            self._resp.content.set_exception(aiohttp.SocketTimeoutError("idle upstream"))
-        else:
-            self._watch = self._loop.call_at(due, self._check_idle)
 
     @property
     def status(self) -> int:
@@ -86,18 +72,13 @@ class UpstreamResponse:
         return self._resp.headers.get(name)
 
     async def chunk(self) -> bytes:
-        """The next bytes available (b'' at a clean EOF). Idle gaps are bounded by
-        ``read_timeout``."""
+        """The next bytes available (b'' at a clean EOF)."""
         try:
-            data = await self._read()
-            self._seen = self._loop.time()
-            return data
-        except aiohttp.ClientPayloadError:
-            raise UpstreamConnectError(self.provider, "connection closed mid-response") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(self.provider, "idle", self.read_timeout) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _map(self.provider, exc) from None
+            return await self._read()
+        except UpstreamError:  # abort()
+            raise
+        except Exception as exc:
+            raise map_error(self.provider, exc) from exc
 
     async def body(self, limit: int = MAX_ERROR_BODY) -> bytes:
         """Up to ``limit`` bytes of the body (error answers); never raises for a short read."""
@@ -114,11 +95,11 @@ class UpstreamResponse:
             pass
         return b"".join(parts)[:limit]
 
+    def abort(self, error: UpstreamError) -> None:
+        self._resp.content.set_exception(error)
+
     def close(self) -> None:
         """Release the connection: back to the pool if the body was read, else dropped."""
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
         self._resp.release() if self._resp.content.at_eof() else self._resp.close()
 
 
@@ -195,21 +176,15 @@ class UpstreamClient:
                 # ours reached a client, so one more try on a fresh connection is safe.
                 if attempt == 1 and reuse["reused"]:
                     continue
-                raise _map(provider.name, exc) from None
-            except asyncio.CancelledError:
-                raise
+                raise map_error(provider.name, exc) from exc
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
                 phase = "connect" if connecting else "response"
                 seconds = timeouts.connect_timeout if connecting else timeouts.read_timeout
-                raise UpstreamTimeout(provider.name, phase, seconds) from None
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                raise _map(provider.name, exc) from None
-            except Exception as exc:  # aiohttp_socks raises its own ProxyError family
-                if type(exc).__module__.startswith(("aiohttp_socks", "python_socks")):
-                    raise UpstreamConnectError(provider.name, "proxy connection failed") from None
-                raise
-        return UpstreamResponse(provider.name, resp, timeouts.read_timeout)
+                raise UpstreamTimeout(provider.name, phase, seconds) from exc
+            except Exception as exc:
+                raise map_error(provider.name, exc) from exc
+        return UpstreamResponse(provider.name, resp)
 
     async def close(self) -> None:
         sessions = [*self._sessions.values(), *self._stale]
@@ -233,34 +208,62 @@ _REUSE_TRACE.on_connection_reuseconn.append(_on_reuse)
 _REUSE_TRACE.freeze()
 
 
-def _map(provider: str, exc: BaseException) -> UpstreamError:
-    """aiohttp/OS exception -> ours, with a message that carries no URL or credential."""
-    if isinstance(
-        exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError
-    ):
-        return UpstreamConnectError(provider, "TLS/SSL handshake failed (ssl)")
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return UpstreamConnectError(provider, "cannot connect to the configured proxy")
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return UpstreamConnectError(provider, "DNS lookup failed (network)")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        host = f"{exc.host}:{exc.port}"
-        why = exc.os_error.strerror or type(exc.os_error).__name__
-        return UpstreamConnectError(provider, f"connection to {host} failed: {why}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamConnectError(provider, "connection closed by upstream before a response")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return UpstreamProtocolError(provider, f"invalid HTTP response ({exc.status})")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return UpstreamConnectError(provider, "invalid upstream URL")
-    if isinstance(exc, ConnectionResetError):
-        return UpstreamConnectError(provider, "connection reset by upstream")
-    if isinstance(exc, OSError):
-        return UpstreamConnectError(
-            provider, f"network error: {exc.strerror or type(exc).__name__}"
-        )
+def _connector(provider: str, exc: BaseException) -> UpstreamError:
+    assert isinstance(exc, aiohttp.ClientConnectorError)
+    why = exc.os_error.strerror or type(exc.os_error).__name__
+    return UpstreamConnectError(provider, f"connection to {exc.host}:{exc.port} failed: {why}")
+
+
+def _os(provider: str, exc: BaseException) -> UpstreamError:
+    assert isinstance(exc, OSError)
+    return UpstreamConnectError(provider, f"network error: {exc.strerror or type(exc).__name__}")
+
+
+def _invalid(provider: str, exc: BaseException) -> UpstreamError:
+    assert isinstance(exc, aiohttp.ClientResponseError)
+    return UpstreamProtocolError(provider, f"invalid HTTP response ({exc.status})")
+
+
+def _connect(message: str) -> Callable[[str, BaseException], UpstreamError]:
+    return lambda provider, exc: UpstreamConnectError(provider, message)
+
+
+def _unnamed(provider: str, exc: BaseException) -> UpstreamError:
     return UpstreamConnectError(provider, f"connection error ({type(exc).__name__})")
 
 
-def host_of(url: str) -> str:
-    return urlsplit(url).netloc.rsplit("@", 1)[-1]
+_TLS = _connect("TLS/SSL handshake failed (ssl)")
+
+# Foreign exception -> ours, first match wins (subclasses before their bases). The messages
+# are written here: aiohttp's own texts can carry proxy URLs with credentials. Callers keep
+# the cause chained (``raise ... from exc``) for DEBUG logs; it never reaches a client.
+_ERRORS: tuple[tuple[type[BaseException], Callable[[str, BaseException], UpstreamError]], ...] = (
+    (aiohttp.ClientConnectorCertificateError, _TLS),
+    (aiohttp.ClientSSLError, _TLS),
+    (ssl.SSLError, _TLS),
+    (aiohttp.ClientProxyConnectionError, _connect("cannot connect to the configured proxy")),
+    (aiohttp.ClientConnectorDNSError, _connect("DNS lookup failed (network)")),
+    (aiohttp.ClientConnectorError, _connector),
+    (aiohttp.ServerDisconnectedError, _connect("connection closed by upstream before a response")),
+    (aiohttp.ClientPayloadError, _connect("connection closed mid-response")),
+    (aiohttp.ClientResponseError, _invalid),
+    (aiohttp.InvalidURL, _connect("invalid upstream URL")),
+    (TimeoutError, lambda provider, exc: UpstreamTimeout(provider, "read")),
+    (ConnectionResetError, _connect("connection reset by upstream")),
+    (OSError, _os),
+    (aiohttp.ClientError, _unnamed),
+    (ValueError, _unnamed),  # aiohttp's URL and header checks
+)
+# aiohttp_socks and python_socks raise their own families (imported only for SOCKS providers).
+_SOCKS_MODULES = ("aiohttp_socks", "python_socks")
+
+
+def map_error(provider: str, exc: BaseException) -> UpstreamError:
+    """A foreign exception from the upstream side -> ours. Anything else is re-raised: it is
+    a bug, never to be hidden as a provider's fault."""
+    for kind, make in _ERRORS:
+        if isinstance(exc, kind):
+            return make(provider, exc)
+    if type(exc).__module__.startswith(_SOCKS_MODULES):
+        return UpstreamConnectError(provider, "proxy connection failed")
+    raise exc

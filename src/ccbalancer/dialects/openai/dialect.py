@@ -78,6 +78,8 @@ class OpenAIDialect:
 class OpenAIStreamDecoder:
     """Response bytes of one OpenAI answer -> Anthropic ``Event``s, incrementally."""
 
+    start_usage_estimated = False
+
     __slots__ = (
         "_body",
         "_json_type",
