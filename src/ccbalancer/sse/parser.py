@@ -89,15 +89,21 @@ class SSEParser:
         return []
 
 
-# Event names seen so far, decoded once (a stream repeats a handful of them thousands of times).
-_names: dict[bytes, str] = {}
-
-
-def _name(raw: bytes) -> str:
-    name = raw.decode("utf-8", "replace")
-    if len(_names) < 256:  # bounded: names come from upstreams
-        _names[raw] = name
-    return name
+# The names Anthropic streams repeat thousands of times, decoded once here (a constant);
+# any other name is decoded per frame.
+_KNOWN_NAMES = {
+    name.encode(): name
+    for name in (
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    )
+}
 
 
 def parse_frame(frame: bytes, received: float) -> Event | None:
@@ -112,9 +118,8 @@ def parse_frame(frame: bytes, received: float) -> Event | None:
             and frame.find(b"\n", start) == end
             and frame[end:] == b"\n\n"
         ):
-            name = _names.get(frame[7:eol])
-            if name is None:
-                name = _name(frame[7:eol])
+            raw_name = frame[7:eol]
+            name = _KNOWN_NAMES.get(raw_name) or raw_name.decode("utf-8", "replace")
             return Event(name, None, frame, None, received, (start, end))
     return _parse_lines(frame, received)
 
