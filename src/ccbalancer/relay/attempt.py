@@ -1,10 +1,12 @@
-"""One attempt at one provider: the thin async loop that drives a ``CommitMachine``.
+"""One attempt at one provider: the thin driver of a ``CommitMachine``.
 
-It opens the upstream call, feeds each read through the provider's decoder into the machine
-and carries out what the machine decides: commit, publish and finish go to the broadcast;
-a failure is raised as the ``UpstreamError`` it is (``committed`` tells the relay whether
-the client already has events); the single deadline is one timer on the ``Scheduler``, and
-when it expires the pending read is aborted with the machine's timeout error.
+``run`` opens the upstream call and awaits the attempt's end. The body is pushed to the
+attempt (it is the call's ``BodySink``): each arrival goes through the provider's decoder into
+the machine, and what the machine decides is carried out at once, in the transport's own
+callback: commit, publish and finish go to the broadcast; a failure ends ``run`` with the
+``UpstreamError`` it is (``committed`` tells the relay whether the client already has
+events). The single deadline is one timer on the ``Scheduler``; its expiry is one more input
+to the machine. No task wakes up per event.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import time
 
 from ccbalancer.config.schema import Config, ProviderConfig
-from ccbalancer.dialects.base import Dialect
+from ccbalancer.dialects.base import Dialect, StreamDecoder
 from ccbalancer.dialects.headers import returned
 from ccbalancer.errors import (
     UpstreamError,
@@ -46,9 +48,14 @@ class AttemptRun:
     ``UpstreamError`` otherwise (``committed`` says whether the client got events)."""
 
     __slots__ = (
-        "_call",
+        "_clock",
+        "_decoder",
+        "_done",
         "_machine",
+        "_response",
+        "_sent",
         "_timer",
+        "_ttfb",
         "broadcast",
         "call",
         "committed",
@@ -84,15 +91,19 @@ class AttemptRun:
         self._machine = CommitMachine(
             provider.name, timeouts.first_event_timeout, timeouts.streaming.read_timeout
         )
-        self._call: UpstreamCall | None = None
+        self._clock = scheduler.time
+        self._response: UpstreamCall | None = None
+        self._decoder: StreamDecoder | None = None
         self._timer: Handle | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._sent = 0.0
+        self._ttfb = 0.0
 
     async def run(self) -> None:
         call, provider, dialect = self.call, self.provider, self.dialect
         timeouts = call.config.settings.timeouts
-        machine = self._machine
-        sent = time.perf_counter()
-        deadline = machine.start(self.scheduler.time())
+        self._sent = time.perf_counter()
+        deadline = self._machine.start(self._clock())
         try:
             # The status line is awaited under the first-event deadline too; the encoded
             # body and headers are referenced by the open call only (freed once sent).
@@ -108,80 +119,114 @@ class AttemptRun:
             raise UpstreamTimeout(
                 provider.name, "first_event", timeouts.first_event_timeout
             ) from None
-        self._call = response
+        self._response = response
         try:
-            ttfb = time.perf_counter() - sent
+            self._ttfb = time.perf_counter() - self._sent
             if response.status != 200:
                 raise await _status_error(response, dialect, provider.name, call.config)
-            decoder = dialect.decoder(call.model, response.content_type)
-            machine.start_usage_estimated = decoder.start_usage_estimated
+            self._decoder = decoder = dialect.decoder(call.model, response.content_type)
+            self._machine.start_usage_estimated = decoder.start_usage_estimated
+            self._done = asyncio.get_running_loop().create_future()
             self._arm(deadline.at)
-            clock = self.scheduler.time
-            while True:
-                try:
-                    chunk = await response.chunk()
-                    if chunk:
-                        events = decoder.feed(chunk, time.perf_counter())
-                        commands = machine.feed(events, clock()) if events else []
-                    else:
-                        commands = machine.feed(decoder.close(), clock())
-                        commands += machine.eof()
-                except UpstreamError as error:
-                    commands = machine.error(error)
-                except ValueError as exc:  # bytes the decoder cannot use
-                    commands = machine.error(UpstreamProtocolError(provider.name, f"{exc}"))
-                if commands and self._apply(commands, sent, ttfb):
-                    return
+            response.stream(self)
+            await self._done
         finally:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             response.close()
 
-    def _apply(self, commands: list[Command], sent: float, ttfb: float) -> bool:
-        """Carry out the machine's decisions; True once the answer is complete."""
-        broadcast = self.broadcast
-        for command in commands:
-            if isinstance(command, Publish):
-                broadcast.publish(command.events)
-            elif isinstance(command, Commit):
-                self._commit(command.events, sent, ttfb)
-            elif isinstance(command, Finish):
-                broadcast.outcome.stop_reason = self._machine.stop_reason
-                broadcast.finish(command.events)
-                return True
-            elif isinstance(command, Arm):
-                self._arm(command.at)
-            elif isinstance(command, Fail | FailOver):
-                raise command.error
-        return False
+    # -- the body, pushed by the transport --------------------------------------------------
 
-    def _commit(self, events: list[Event], sent: float, ttfb: float) -> None:
+    def data(self, chunk: bytes) -> None:
+        if self._ended():
+            return
+        assert self._decoder is not None
+        try:
+            events = self._decoder.feed(chunk, time.perf_counter())
+        except ValueError as exc:  # bytes the decoder cannot use
+            self._carry_out(
+                self._machine.error(UpstreamProtocolError(self.provider.name, f"{exc}"))
+            )
+            return
+        if events:
+            self._carry_out(self._machine.feed(events, self._clock()))
+
+    def end(self) -> None:
+        if self._ended():
+            return
+        assert self._decoder is not None
+        machine = self._machine
+        try:
+            tail = self._decoder.close()  # a whole-body (JSON) answer decodes only here
+        except ValueError as exc:
+            self._unusable(exc)
+            return
+        self._carry_out(machine.feed(tail, self._clock()) + machine.eof())
+
+    def failed(self, error: UpstreamError) -> None:
+        if not self._ended():
+            self._carry_out(self._machine.error(error))
+
+    def _unusable(self, exc: ValueError) -> None:
+        error = UpstreamProtocolError(self.provider.name, str(exc))
+        self._carry_out(self._machine.error(error))
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._ended():
+            return
+        for command in self._machine.expired(self._clock()):
+            if isinstance(command, Expire):
+                self._carry_out(self._machine.error(command.error))
+            else:
+                self._carry_out([command])
+
+    def _ended(self) -> bool:
+        return self._done is None or self._done.done()
+
+    def _carry_out(self, commands: list[Command]) -> None:
+        """The machine's decisions, in order. A bug of ours here ends the attempt with that
+        bug (never lost in the transport's callback)."""
+        done = self._done
+        assert done is not None
+        broadcast = self.broadcast
+        try:
+            for command in commands:
+                if isinstance(command, Publish):
+                    broadcast.publish(command.events)
+                elif isinstance(command, Commit):
+                    self._commit(command.events)
+                elif isinstance(command, Finish):
+                    broadcast.outcome.stop_reason = self._machine.stop_reason
+                    broadcast.finish(command.events)
+                    done.set_result(None)
+                elif isinstance(command, Arm):
+                    self._arm(command.at)
+                elif isinstance(command, Fail | FailOver):
+                    done.set_exception(command.error)
+        except Exception as bug:
+            if not done.done():
+                done.set_exception(bug)
+
+    def _commit(self, events: list[Event]) -> None:
         self.committed = True
         self.call.release()  # no other attempt can start: the body is not needed
         name = self.provider.name
         outcome = self.broadcast.outcome
-        outcome.ttfc = time.perf_counter() - sent
+        outcome.ttfc = time.perf_counter() - self._sent
         outcome.provider = name
         outcome.usage = self._machine.usage
         outcome.stop_reason = self._machine.stop_reason
-        outcome.attempts.append(Attempt(name, "ok", ttfb=ttfb))
-        assert self._call is not None
-        headers = self.redaction.headers(returned(self._call.headers))
+        outcome.attempts.append(Attempt(name, "ok", ttfb=self._ttfb))
+        assert self._response is not None
+        headers = self.redaction.headers(returned(self._response.headers))
         self.broadcast.commit(Head(name, headers), events)
 
     def _arm(self, at: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self.scheduler.call_at(at, self._expired)
-
-    def _expired(self) -> None:
-        self._timer = None
-        for command in self._machine.expired(self.scheduler.time()):
-            if isinstance(command, Arm):
-                self._arm(command.at)
-            elif isinstance(command, Expire) and self._call is not None:
-                self._call.abort(command.error)
 
     def _headers(self) -> dict[str, str]:
         call, provider = self.call, self.provider

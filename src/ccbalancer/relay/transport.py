@@ -1,9 +1,12 @@
-"""The upstream side as the relay sees it: open a call, read chunks, close.
+"""The upstream side as the relay sees it: open a call, stream its body to a sink, close.
 
 ``upstream.client.UpstreamClient`` is the real transport (pooled aiohttp sessions);
 ``MemoryTransport`` is an in-memory one the tests drive by hand, so failover, commit,
 deadlines and health release run as command sequences without sockets (the mitmproxy
-playbook style). Both raise only our own ``UpstreamError`` family.
+playbook style). Both report only our own ``UpstreamError`` family.
+
+A body is pushed, not pulled: the transport calls the sink from its own callbacks as bytes
+arrive, so no task wakes up per event.
 """
 
 from __future__ import annotations
@@ -17,8 +20,19 @@ from ccbalancer.config.schema import ProviderConfig, TimeoutPhase
 from ccbalancer.errors import UpstreamError
 
 
+class BodySink(Protocol):
+    """Where a streamed body goes: ``data`` per arrival, then ``end`` or ``failed`` once."""
+
+    def data(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def failed(self, error: UpstreamError) -> None: ...
+
+
 class UpstreamCall(Protocol):
-    """One open upstream response. Read with ``chunk()`` until it returns b''; always close."""
+    """One open upstream response: ``stream`` its body or read an error ``body``; always
+    ``close`` (after which the sink hears nothing more)."""
 
     @property
     def status(self) -> int: ...
@@ -31,16 +45,12 @@ class UpstreamCall(Protocol):
 
     def header(self, name: str) -> str | None: ...
 
-    async def chunk(self) -> bytes:
-        """The next bytes available, b'' at a clean end; raises ``UpstreamError``."""
+    def stream(self, sink: BodySink) -> None:
+        """From now on, deliver the body to ``sink`` (what arrived already first)."""
         ...
 
     async def body(self, limit: int = 64 * 1024) -> bytes:
         """Up to ``limit`` bytes of an error answer; never raises for a short read."""
-        ...
-
-    def abort(self, error: UpstreamError) -> None:
-        """Make the pending (or next) ``chunk()`` raise ``error`` (a deadline passed)."""
         ...
 
     def close(self) -> None: ...
@@ -73,17 +83,15 @@ class Sent:
 
 
 class MemoryCall:
-    """A response the test writes: ``send`` bytes, then ``end`` or ``cut``."""
+    """A response the test writes: ``send`` bytes, then ``end`` or ``cut``. Once the relay
+    streams it, each of these reaches the relay's sink at once, in the test's own step."""
 
     def __init__(self, status: int, headers: dict[str, str]) -> None:
         self._status = status
         self._headers = {k.lower(): v for k, v in headers.items()}
-        self._buffer: deque[bytes] = deque()
-        self._eof = False
-        self._error: UpstreamError | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._pending: list[bytes | UpstreamError | None] = []  # None: the end
+        self._sink: BodySink | None = None
         self.closed = False
-        self.aborted: UpstreamError | None = None
 
     @property
     def status(self) -> int:
@@ -103,42 +111,39 @@ class MemoryCall:
     # the test's side
 
     def send(self, data: bytes) -> None:
-        self._buffer.append(data)
-        self._wake()
+        self._deliver(data)
 
     def end(self) -> None:
-        self._eof = True
-        self._wake()
+        self._deliver(None)
 
     def cut(self, error: UpstreamError) -> None:
-        self._error = error
-        self._wake()
+        self._deliver(error)
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    def _deliver(self, item: bytes | UpstreamError | None) -> None:
+        sink = self._sink
+        if self.closed:
+            return
+        if sink is None:
+            self._pending.append(item)
+        elif isinstance(item, bytes):
+            sink.data(item)
+        elif item is None:
+            sink.end()
+        else:
+            sink.failed(item)
 
     # the relay's side
 
-    async def chunk(self) -> bytes:
-        while True:
-            if self._error is not None:
-                raise self._error
-            if self._buffer:
-                return self._buffer.popleft()
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+    def stream(self, sink: BodySink) -> None:
+        self._sink = sink
+        pending, self._pending = self._pending, []
+        for item in pending:
+            self._deliver(item)
 
     async def body(self, limit: int = 64 * 1024) -> bytes:
-        parts = b"".join(self._buffer)
-        self._buffer.clear()
-        return parts[:limit]
-
-    def abort(self, error: UpstreamError) -> None:
-        self.aborted = error
-        self.cut(error)
+        data = b"".join(item for item in self._pending if isinstance(item, bytes))
+        self._pending.clear()
+        return data[:limit]
 
     def close(self) -> None:
         self.closed = True

@@ -5,16 +5,19 @@ and TLS error is mapped here into the ``UpstreamError`` tree (errors.py), with a
 wrote ourselves (aiohttp's own texts can carry proxy URLs with credentials).
 
 Timeouts per phase (STYLE.md): ``sock_connect`` for the connection, ``sock_read`` for the wait
-for response headers, then ``UpstreamResponse``'s own idle watchdog between body reads, and the
-caller adds the first-event deadline. There is never a total deadline on a stream.
+for response headers; after that the relay's single deadline (first event, first content, idle)
+bounds the body. There is never a total deadline on a stream. Bodies are pushed to the relay
+as they arrive (``upstream.push``), not read by a task per event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Protocol
 
 import aiohttp
 
@@ -25,9 +28,21 @@ from ccbalancer.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from ccbalancer.tasks import TaskOwner
+from ccbalancer.upstream import push
 
 READ_CHUNK = 2**16
 MAX_ERROR_BODY = 64 * 1024
+
+
+class BodySink(Protocol):
+    """The relay's side of a streamed body (``relay.transport.BodySink``)."""
+
+    def data(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def failed(self, error: UpstreamError) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,20 +52,22 @@ class _SessionKey:
 
 
 class UpstreamResponse:
-    """An open upstream response (``relay.transport.UpstreamCall``). Read with ``chunk()``
-    until it returns b''; always ``close()``.
+    """An open upstream response (``relay.transport.UpstreamCall``): ``stream`` its body to
+    a sink, or read an error answer with ``body``; always ``close()``.
 
     Once the headers are in, aiohttp's ``sock_read`` timer is switched off for this
     response: it re-arms a timer on every chunk the socket delivers. The relay's single
-    deadline bounds silence instead and ends a read through ``abort``.
+    deadline bounds silence instead.
     """
 
-    __slots__ = ("_read", "_resp", "provider")
+    __slots__ = ("_pump", "_pusher", "_resp", "_tasks", "provider")
 
-    def __init__(self, provider: str, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, provider: str, resp: aiohttp.ClientResponse, tasks: TaskOwner) -> None:
         self.provider = provider
         self._resp = resp
-        self._read = resp.content.readany
+        self._tasks = tasks
+        self._pusher: push.Pusher | None = None
+        self._pump: asyncio.Task[None] | None = None
         connection = resp.connection
         if connection is not None and connection.protocol is not None:
             # the pool sets it again for the connection's next request
@@ -71,14 +88,23 @@ class UpstreamResponse:
     def header(self, name: str) -> str | None:
         return self._resp.headers.get(name)
 
-    async def chunk(self) -> bytes:
-        """The next bytes available (b'' at a clean EOF)."""
+    def stream(self, sink: BodySink) -> None:
+        """Deliver the body to ``sink`` as it arrives: pushed by aiohttp where the hook is
+        verified (``upstream.push``), else read by a task of our own."""
+        mapped = _MappedSink(self.provider, sink)
+        self._pusher = push.attach(self._resp.content, mapped)
+        if self._pusher is None:
+            self._pump = self._tasks.spawn(self._read_all(mapped), f"body:{self.provider}")
+
+    async def _read_all(self, sink: push.Sink) -> None:
+        read = self._resp.content.readany
         try:
-            return await self._read()
-        except UpstreamError:  # abort()
-            raise
+            while chunk := await read():
+                sink.data(chunk)
         except Exception as exc:
-            raise map_error(self.provider, exc) from exc
+            sink.failed(exc)
+        else:
+            sink.end()
 
     async def body(self, limit: int = MAX_ERROR_BODY) -> bytes:
         """Up to ``limit`` bytes of the body (error answers); never raises for a short read."""
@@ -86,7 +112,7 @@ class UpstreamResponse:
         size = 0
         try:
             while size < limit:
-                part = await self._read()
+                part = await self._resp.content.readany()
                 if not part:
                     break
                 parts.append(part)
@@ -95,12 +121,31 @@ class UpstreamResponse:
             pass
         return b"".join(parts)[:limit]
 
-    def abort(self, error: UpstreamError) -> None:
-        self._resp.content.set_exception(error)
-
     def close(self) -> None:
         """Release the connection: back to the pool if the body was read, else dropped."""
+        if self._pusher is not None:
+            self._pusher.close()
+        if self._pump is not None:
+            self._pump.cancel()
         self._resp.release() if self._resp.content.at_eof() else self._resp.close()
+
+
+class _MappedSink:
+    """Foreign exceptions become ours on their way to the relay's sink."""
+
+    __slots__ = ("_sink", "data", "end", "provider")
+
+    def __init__(self, provider: str, sink: BodySink) -> None:
+        self.provider = provider
+        self._sink = sink
+        self.data = sink.data
+        self.end = sink.end
+
+    def failed(self, exc: BaseException) -> None:
+        error = exc if isinstance(exc, UpstreamError) else map_error(self.provider, exc)
+        if error is not exc:
+            error.__cause__ = exc
+        self._sink.failed(error)
 
 
 class UpstreamClient:
@@ -109,6 +154,7 @@ class UpstreamClient:
     def __init__(self) -> None:
         self._sessions: dict[_SessionKey, aiohttp.ClientSession] = {}
         self._stale: list[aiohttp.ClientSession] = []
+        self._tasks = TaskOwner("upstream")  # body readers where aiohttp cannot push
 
     def _session(self, provider: ProviderConfig) -> aiohttp.ClientSession:
         key = _SessionKey(provider.name, provider.proxy)
@@ -184,9 +230,10 @@ class UpstreamClient:
                 raise UpstreamTimeout(provider.name, phase, seconds) from exc
             except Exception as exc:
                 raise map_error(provider.name, exc) from exc
-        return UpstreamResponse(provider.name, resp)
+        return UpstreamResponse(provider.name, resp, self._tasks)
 
     async def close(self) -> None:
+        await self._tasks.close()
         sessions = [*self._sessions.values(), *self._stale]
         self._sessions.clear()
         self._stale.clear()
