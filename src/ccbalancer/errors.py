@@ -3,7 +3,7 @@
 ::
 
     BalancerError                    anything we raise on purpose
-    ├── ConfigError                  file, dotted key, reason
+    ├── ConfigError                  file; per problem: dotted key, reason, line
     ├── ClientError                  the inbound request is wrong -> 4xx, never reaches upstream
     └── UpstreamError                one attempt at one provider went wrong
         ├── UpstreamConnectError     connect / TLS / DNS / reset before a response
@@ -20,6 +20,8 @@ client leaving is cancellation (``CancelledError``), never one of these.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 # Anthropic error type for each status we produce (DESIGN.md section 4).
@@ -50,15 +52,41 @@ class BalancerError(Exception):
     """Base of every exception ccbalancer raises on purpose."""
 
 
-class ConfigError(BalancerError):
-    """A config file that cannot be used: names the file, the dotted key and the reason."""
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong in a config file: the dotted key, the reason, the YAML line if known."""
 
-    def __init__(self, path: str, key: str, reason: str) -> None:
+    key: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.key}: {self.reason}" if self.key else f"{where}{self.reason}"
+
+
+class ConfigError(BalancerError):
+    """A config file that cannot be used: names the file and, for every problem found, the
+    dotted key, the reason and the line. ``key``/``reason``/``line`` are the first problem's."""
+
+    def __init__(
+        self,
+        path: str,
+        key: str,
+        reason: str,
+        *,
+        line: int | None = None,
+        problems: Sequence[ConfigProblem] = (),
+    ) -> None:
         self.path = path
-        self.key = key
-        self.reason = reason
-        where = f"{path}: {key}: " if key else f"{path}: "
-        super().__init__(f"{where}{reason}")
+        self.problems = tuple(problems) or (ConfigProblem(key, reason, line),)
+        first = self.problems[0]
+        self.key, self.reason, self.line = first.key, first.reason, first.line
+        if len(self.problems) == 1:
+            super().__init__(f"{path}: {first}")
+        else:
+            listed = "".join(f"\n  {problem}" for problem in self.problems)
+            super().__init__(f"{path}: {len(self.problems)} problems:{listed}")
 
 
 class ClientError(BalancerError):

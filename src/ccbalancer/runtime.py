@@ -38,6 +38,7 @@ from ccbalancer.observe.logs import (
 from ccbalancer.observe.metrics import Metrics
 from ccbalancer.observe.recent import RecentRequests
 from ccbalancer.observe.record import RequestRecord
+from ccbalancer.observe.refusals import Refusals
 from ccbalancer.relay import Call, Relay
 from ccbalancer.sharing.broadcast import Broadcast
 from ccbalancer.sharing.hub import Hub
@@ -84,6 +85,7 @@ class Runtime:
         self.redactor.add(*secrets_of(config))
         self.metrics = Metrics()
         self.recent = RecentRequests()
+        self.refusals = Refusals(self.log, clock)
         settings = config.settings
         self.health = HealthRegistry(HealthPolicy.from_settings(settings), clock, self._transition)
         for provider in config.providers:
@@ -166,6 +168,11 @@ class Runtime:
         self.recent.add(record)
         if self.history is not None:
             self.history.add(record)
+
+    def rejected_key(self, presented: str, path: str, client: str | None, admin: bool) -> None:
+        """A request refused (401) for its inbound key: counted, logged at a bounded rate."""
+        self.metrics.auth_failed("wrong" if presented else "missing")
+        self.refusals.rejected(presented, path, client, admin)
 
     def event_tracer(
         self, request_id: str, sub_id: int
@@ -255,7 +262,8 @@ class Runtime:
                 self.config_path, warn=lambda text: self.log.warning("config", message=text)
             )
         except ConfigError as error:
-            log_reload(self.log, source, False, file=error.path, key=error.key, error=error.reason)
+            problems = "; ".join(str(problem) for problem in error.problems)
+            log_reload(self.log, source, False, file=error.path, error=problems)
             raise
         self.apply(config)
         self._mtime = self._config_mtime()

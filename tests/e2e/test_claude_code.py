@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from ccbalancer.mock import MockServer, Script
+from ccbalancer.mock import DEMO_PROVIDERS, MockServer, Script
+from ccbalancer.mock.demo import demo_config_text
 from tests.conftest import config_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude_cli, pytest.mark.timeout(300)]
@@ -259,6 +260,31 @@ async def test_tool_use_round_trip_runs_bash_and_returns_its_output(
     # the failing provider was tried first and the balancer moved on without the CLI noticing
     assert len(mock.requests("bad")) >= 1
     assert b.runtime.health.get("bad").failures >= 1
+
+
+async def test_the_demo_answers_list_the_files_with_a_whole_tool_turn(
+    claude_bin, mock, balancer_factory, tmp_path
+):
+    """A newcomer points Claude Code at the demo and types "list the files here": the demo's
+    providers (the flaky one too) call Bash ``ls``, the CLI runs it and sends the listing
+    back, and the final answer is text about what ``ls`` printed."""
+    for name, script in DEMO_PROVIDERS.items():
+        mock.configure(name, script)
+    b = await balancer_factory(demo_config_text(mock.url, 0, tmp_path / "history.sqlite3"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("hello\n")
+
+    run = await run_claude(claude_bin, b.url, "list the files here", tmp_path / "home", work)
+
+    result = assert_succeeded(run, "I ran `ls` in")
+    (tool_use,) = run.blocks("assistant", "tool_use")
+    assert tool_use["name"] == "Bash" and tool_use["input"]["command"] == "ls"
+    (cli_result,) = run.blocks("user", "tool_result")
+    assert cli_result.get("is_error") is False, run.report()
+    assert str(cli_result["content"]).strip() == "notes.txt", run.report()  # Bash really ran
+    assert "1 entry: notes.txt" in str(result["result"])
+    assert result.get("stop_reason") == "end_turn", run.report()
 
 
 async def test_mid_stream_cut_makes_claude_code_resend_the_same_conversation(

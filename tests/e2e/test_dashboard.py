@@ -47,6 +47,7 @@ async def test_dashboard_renders_providers_states_and_recent_requests(
     rows = dict(re.findall(r'<tr data-provider="([^"]+)">.*?class="state (\w+)"', dom, re.S))
     assert rows == {"relay-a": "cooling_down", "relay-b": "healthy"}
     assert len(re.findall(r'<tr class="request">\s*<td class="dim">\d', dom)) == 3
+    assert re.search(r'id="k-auth"[^>]*>0</b>', dom)  # refused keys in the last 5 minutes
     assert "sk-prov-" not in dom
     shot = tmp_path / "dashboard.png"
     await _chromium(tmp_path, f"--screenshot={shot}", b.url + "/dashboard")
@@ -62,3 +63,5 @@ async def test_dashboard_data_needs_the_key_when_auth_is_on(tmp_path, mock, bala
     assert ok.status == 200
     dom = await _chromium(tmp_path, "--dump-dom", b.url + "/dashboard")
     assert 'id="login" style="display: block;"' in dom  # the page asks for the key
+    # and stops polling meanwhile: only its first, keyless fetch counts as a refused key
+    assert b.runtime.refusals.total == 2  # that fetch and this test's own keyless request

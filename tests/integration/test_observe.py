@@ -4,6 +4,7 @@ never a secret anywhere."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import sys
@@ -197,3 +198,39 @@ async def test_secrets_never_appear_in_logs_metrics_history_or_responses(
         for secret in secrets:
             assert secret not in text, f"{secret} leaked into {where}"
     assert '"event": "request"' in haystacks["log"] or '"event":"request"' in haystacks["log"]
+
+
+async def test_refused_keys_are_logged_at_a_bounded_rate_counted_and_shown(
+    tmp_path, mock, balancer_factory
+):
+    """Claude Code retries a 401 for minutes: each refusal is counted in the metrics and the
+    dashboard data, at most five lines per minute reach the log (the next one says how many
+    were left out), and the log holds the key's short SHA-256, never the key."""
+    log = tmp_path / "log.jsonl"
+    wrong = "sk-wrong-key-0123456789"
+    handle = configure_logging("INFO", str(log), console=False)
+    try:
+        settings = "auth: {enabled: true, api_key: sk-right-key-987654}\n"
+        b = await balancer_factory(config_text(mock, ["a"], settings=settings), manual_clock=True)
+        for _ in range(8):  # within one minute of the balancer's clock
+            resp = await b.post(msg(), headers={"x-api-key": wrong})
+            assert resp.status == 401
+            await resp.read()
+        b.clock.now += 61  # the next minute: logging resumes and reports what it left out
+        resp = await b.session.post(b.url + "/v1/messages", json=msg())  # no key at all
+        assert resp.status == 401
+        await resp.read()
+        right = {"x-api-key": "sk-right-key-987654"}
+        data = await (await b.session.get(b.url + "/dashboard/data", headers=right)).json()
+        metrics = await (await b.session.get(b.url + "/metrics", headers=right)).text()
+    finally:
+        handle.close()
+    lines = [r for r in _lines(log) if r["event"] == "auth_rejected"]
+    fingerprint = hashlib.sha256(wrong.encode()).hexdigest()[:8]
+    assert [r["key_sha256"] for r in lines] == [fingerprint] * 5 + ["(no key)"]
+    assert [r.get("suppressed") for r in lines] == [None] * 5 + [3]
+    assert all(r["path"] == "/v1/messages" and r["level"] == "warning" for r in lines)
+    assert wrong not in log.read_text()
+    assert data["auth_failures"] == {"recent": 9, "window_s": 300.0, "total": 9}
+    assert 'ccbalancer_auth_failures_total{key="wrong"} 8.0' in metrics
+    assert 'ccbalancer_auth_failures_total{key="missing"} 1.0' in metrics

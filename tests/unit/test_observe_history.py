@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ccbalancer.commands import stats
 from ccbalancer.observe import history as history_module
-from ccbalancer.observe import stats
 from ccbalancer.observe.history import History
 from ccbalancer.observe.record import Attempt, RequestRecord
 
@@ -201,21 +201,38 @@ def table_row(report: str, name: str) -> list[str]:
     return line.split()[1:]
 
 
-def test_stats_reports_per_provider_error_rate_and_ttft_percentiles(db: str) -> None:
+def requests_row(report: str) -> list[str]:
+    lines = report.splitlines()
+    [at] = [i for i, line in enumerate(lines) if line.startswith("requests  ")]
+    return lines[at + 1].split()
+
+
+def test_stats_separates_requests_from_attempts_per_provider(db: str) -> None:
     report = stats.format_stats(known_rows(db), "1h")
 
-    # requests errors error% p50 p95 input output
-    # relay-a: 10 + 2 + follower + the failed one = 14 requests, failed in 1 of them.
-    # TTFT values: 100..1000, 2000, 3000, 300 -> nearest rank p50 = 7th = 600, p95 = 13th.
+    # requests: 16, 1 failed for the client (6.25 % prints half-to-even as 6.2); TTFT over the
+    # 15 successful ones: 8th = 500, 15th = 3000; tokens of the 15 that called upstream.
+    assert requests_row(report) == ["16", "1", "6.2", "500", "3000", "140", "70"]
+    # attempts failed% served p50 p95 input output
+    # relay-a: tried by requests 1-12 and 16 (13 attempts), failed in 16; served 1-12 and the
+    # follower (13). TTFT values: 100..1000, 2000, 3000, 300 -> p50 = 7th = 600, p95 = 13th.
     # Tokens: the follower's are not counted (they came from the leader's upstream call).
-    assert table_row(report, "relay-a") == ["14", "1", "7.1", "600", "3000", "120", "60"]
-    # relay-b: failed in 2 failovers + the failed request, served 2: 3 of 5 = 60 %.
-    assert table_row(report, "relay-b") == ["5", "3", "60.0", "50", "70", "20", "10"]
-    # total: 16 requests, 1 failed for the client (6.25 % prints half-to-even as 6.2); TTFT
-    # over the 15 successful ones: 8th = 500, 15th = 3000.
-    assert table_row(report, "total") == ["16", "1", "6.2", "500", "3000", "140", "70"]
+    assert table_row(report, "relay-a") == ["13", "1", "7.7", "13", "600", "3000", "120", "60"]
+    # relay-b: failed over in 11, 12 and 16, served 14 and 15: 3 of 5 attempts failed.
+    assert table_row(report, "relay-b") == ["5", "3", "60.0", "2", "50", "70", "20", "10"]
+    header = next(line for line in report.splitlines() if line.startswith("provider"))
+    assert header.split()[:5] == ["provider", "attempts", "failed", "failed", "%"]
     assert "by role: follower 1, leader 15" in report
-    assert "last 1h, 16 requests" in report
+    assert report.startswith("ccbalancer stats: last 1h, 16 requests, 18 attempts\n")
+
+
+def test_stats_says_one_request_in_the_singular(db: str) -> None:
+    h = History(db)
+    h.start()
+    h.add(record(1))
+    h.close()
+    report = stats.format_stats(History.query(db, 3600), "15m")
+    assert report.startswith("ccbalancer stats: last 15m, 1 request, 1 attempt\n")
 
 
 def test_stats_with_no_rows_says_so() -> None:
@@ -259,6 +276,27 @@ def test_stats_command_reads_the_history_path_from_the_config(
     out = capsys.readouterr().out
     assert "last 2h, 16 requests" in out
     assert table_row(out, "relay-b")[:3] == ["5", "3", "60.0"]
+
+
+def test_stats_finds_a_relative_history_path_next_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``history.path: state/h.sqlite3`` means next to the config file, whatever the working
+    directory of ``serve`` or ``stats``."""
+    known_rows(str(tmp_path / "conf" / "state" / "h.sqlite3"))
+    config = tmp_path / "conf" / "config.yaml"
+    config.write_text(
+        "providers:\n"
+        "  - {name: relay-a, type: anthropic, base_url: 'http://127.0.0.1:1', auth_value: k}\n"
+        "settings:\n  history: {path: state/h.sqlite3}\n",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    assert stats.run(parse(["-c", str(config)])) == 0
+    assert "last 1h, 16 requests" in capsys.readouterr().out
 
 
 def test_stats_command_without_history_says_so(

@@ -78,6 +78,7 @@ class RouteEntry(_Frozen):
     provider: str
     model: str = "passthrough"
     priority: int = 1
+    enabled: bool = True  # false: left out of the route (the original balancer's key)
 
 
 class TimeoutPhase(_Frozen):
@@ -197,23 +198,29 @@ class Config(_Frozen):
     settings: Settings = Settings()
     source: str = Field(default="<memory>", exclude=True)
 
-    def reference_problems(self) -> list[tuple[str, str]]:
-        """(dotted key, reason) for names that do not resolve; empty when consistent."""
-        problems: list[tuple[str, str]] = []
+    @field_validator("model_routes")
+    @classmethod
+    def _without_disabled(
+        cls, routes: dict[str, tuple[RouteEntry, ...]]
+    ) -> dict[str, tuple[RouteEntry, ...]]:
+        """Disabled entries are left out; a route left empty is dropped, so a later glob
+        matches instead (as in the original balancer)."""
+        kept = {key: tuple(e for e in entries if e.enabled) for key, entries in routes.items()}
+        return {key: entries for key, entries in kept.items() if entries or not routes[key]}
+
+    def reference_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """(location, reason) for names that do not resolve; empty when consistent."""
+        problems: list[tuple[tuple[int | str, ...], str]] = []
         seen: set[str] = set()
         for i, provider in enumerate(self.providers):
             if provider.name in seen:
-                problems.append((f"providers[{i}].name", f"duplicate name {provider.name!r}"))
+                problems.append((("providers", i, "name"), f"duplicate name {provider.name!r}"))
             seen.add(provider.name)
         for pattern, entries in self.model_routes.items():
             for j, entry in enumerate(entries):
                 if entry.provider not in seen:
-                    problems.append(
-                        (
-                            f"model_routes.{pattern}[{j}].provider",
-                            f"unknown provider {entry.provider!r}",
-                        )
-                    )
+                    reason = f"unknown provider {entry.provider!r}"
+                    problems.append((("model_routes", pattern, j, "provider"), reason))
         return problems
 
     @cached_property

@@ -12,7 +12,16 @@ from __future__ import annotations
 import orjson
 
 from ccbalancer.errors import error_type_for_status
-from ccbalancer.mock.dialect import Call, Json, content_text, last_message, last_user_text
+from ccbalancer.mock.act import Turn, user_words, working_directory
+from ccbalancer.mock.dialect import (
+    Call,
+    Json,
+    content_text,
+    last_message,
+    last_user_text,
+    messages_of,
+    prompt_texts,
+)
 from ccbalancer.mock.plan import Block, Plan, final_text
 from ccbalancer.mock.script import Script
 
@@ -80,6 +89,30 @@ class AnthropicDialect:
             if isinstance(block, dict) and block.get("type") == "tool_result"
         ]
         return "\n".join(results) if results else None
+
+    def turn(self, body: Json) -> Turn:
+        tools = body.get("tools")
+        offered = tools if isinstance(tools, list) else []
+        names = [tool.get("name") for tool in offered if isinstance(tool, dict)]
+        results: list[str] = []
+        called: tuple[str, dict[str, object]] | None = None
+        for message in messages_of(body):
+            content = message.get("content")
+            for block in content if isinstance(content, list) else ():
+                if not isinstance(block, dict):
+                    continue
+                if block.get("type") == "tool_result":
+                    results.append(content_text(block.get("content")))
+                elif block.get("type") == "tool_use" and isinstance(block.get("input"), dict):
+                    called = (str(block.get("name")), block["input"])
+        return Turn(
+            words=user_words(last_user_text(body)),
+            tools=frozenset(name for name in names if isinstance(name, str)),
+            tool_result=self.tool_result(body),
+            called=called,
+            results=tuple(results),
+            cwd=working_directory(*prompt_texts(body)),
+        )
 
     def headers(self, call: Call) -> dict[str, str]:
         return {

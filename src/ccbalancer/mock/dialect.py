@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ccbalancer.mock.act import Turn
 from ccbalancer.mock.plan import Plan
 from ccbalancer.mock.script import Script
 
@@ -37,6 +38,10 @@ class MockDialect(Protocol):
 
     def tool_result(self, body: Json) -> str | None:
         """The tool result content the last turn sent back, if it holds one."""
+        ...
+
+    def turn(self, body: Json) -> Turn:
+        """What ``act`` needs: the user's words, the offered tools, the tool results."""
         ...
 
     def headers(self, call: Call) -> dict[str, str]:
@@ -76,14 +81,24 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def last_message(body: Json, role: str) -> Json | None:
+def messages_of(body: Json) -> list[Json]:
     messages = body.get("messages")
-    if not isinstance(messages, list):
-        return None
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == role:
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def last_message(body: Json, role: str) -> Json | None:
+    for message in reversed(messages_of(body)):
+        if message.get("role") == role:
             return message
     return None
+
+
+def prompt_texts(body: Json) -> list[str]:
+    """The text of the system prompt and of every message (Claude Code states its working
+    directory in the system prompt or, since 2.1.3xx, in a reminder in the first message)."""
+    return [content_text(body.get("system"))] + [
+        content_text(message.get("content")) for message in messages_of(body)
+    ]
 
 
 def last_user_text(body: Json) -> str:

@@ -13,7 +13,15 @@ import time
 
 import orjson
 
-from ccbalancer.mock.dialect import Call, Json, content_text, last_user_text
+from ccbalancer.mock.act import Turn, user_words, working_directory
+from ccbalancer.mock.dialect import (
+    Call,
+    Json,
+    content_text,
+    last_user_text,
+    messages_of,
+    prompt_texts,
+)
 from ccbalancer.mock.plan import Block, Plan, final_text
 from ccbalancer.mock.script import Script
 
@@ -36,6 +44,14 @@ def _usage(plan: Plan, call: Call) -> Json:
         "prompt_tokens_details": {"cached_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
+
+
+def _arguments(encoded: object) -> dict[str, object]:
+    try:
+        value = orjson.loads(encoded) if isinstance(encoded, str) else None
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _block_deltas(block: Block, tool_index: int) -> list[Json]:
@@ -67,6 +83,28 @@ class OpenAIDialect:
                 break
             results.append(content_text(message.get("content")))
         return "\n".join(reversed(results)) if results else None
+
+    def turn(self, body: Json) -> Turn:
+        tools = body.get("tools")
+        functions = [t.get("function") for t in tools] if isinstance(tools, list) else []
+        names = [f.get("name") for f in functions if isinstance(f, dict)]
+        results: list[str] = []
+        called: tuple[str, dict[str, object]] | None = None
+        for message in messages_of(body):
+            if message.get("role") == "tool":
+                results.append(content_text(message.get("content")))
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    called = (str(function.get("name")), _arguments(function.get("arguments")))
+        return Turn(
+            words=user_words(last_user_text(body)),
+            tools=frozenset(name for name in names if isinstance(name, str)),
+            tool_result=self.tool_result(body),
+            called=called,
+            results=tuple(results),
+            cwd=working_directory(*prompt_texts(body)),
+        )
 
     def headers(self, call: Call) -> dict[str, str]:
         return {"x-request-id": call.request_id}

@@ -99,11 +99,23 @@ def _text_block(script: Script, text: str) -> Block:
     return Block("text", tuple(split_text(text, script.events)))
 
 
-def _tool_block(script: Script) -> Block:
-    arguments = orjson.dumps({"command": script.tool_command, "description": "mock tool call"})
+def tool_block(name: str, arguments: dict[str, object]) -> Block:
+    """A ``tool_use`` of ``name`` with ``arguments``, its JSON streamed in small fragments."""
+    encoded = orjson.dumps(arguments).decode()
     # the real API often opens with an empty fragment; clients must cope, so the mock does too
-    pieces = ("", *_chunks(arguments.decode(), 10))
-    return Block("tool_use", pieces, id=f"toolu_mock_{uuid.uuid4().hex[:20]}", name=TOOL_NAME)
+    pieces = ("", *_chunks(encoded, 10))
+    return Block("tool_use", pieces, id=f"toolu_mock_{uuid.uuid4().hex[:20]}", name=name)
+
+
+def _tool_block(script: Script) -> Block:
+    return tool_block(TOOL_NAME, {"command": script.tool_command, "description": "mock tool call"})
+
+
+def plan_of(blocks: tuple[Block, ...]) -> Plan:
+    """The plan of ``blocks``: stops for the tool if the last block calls one."""
+    stop_reason = "tool_use" if blocks[-1].kind == "tool_use" else "end_turn"
+    chars = sum(len(piece) for block in blocks for piece in block.pieces)
+    return Plan(blocks, stop_reason, max(1, chars // 4))
 
 
 def build_plan(script: Script, tool_result: str | None) -> Plan:
@@ -123,6 +135,4 @@ def build_plan(script: Script, tool_result: str | None) -> Plan:
         blocks = (_text_block(script, f"The tool returned: {tool_result}"),)
     else:
         blocks = (_text_block(script, script.text),)
-    stop_reason = "tool_use" if blocks[-1].kind == "tool_use" else "end_turn"
-    chars = sum(len(piece) for block in blocks for piece in block.pieces)
-    return Plan(blocks, stop_reason, max(1, chars // 4))
+    return plan_of(blocks)

@@ -15,9 +15,10 @@ from http import HTTPStatus
 import orjson
 from aiohttp import web
 
+from ccbalancer.mock.act import act
 from ccbalancer.mock.dialect import Call, Json, MockDialect
 from ccbalancer.mock.frames import encode, encode_all
-from ccbalancer.mock.plan import build_plan
+from ccbalancer.mock.plan import build_plan, plan_of
 from ccbalancer.mock.script import Script
 from ccbalancer.mock.stream import abort, play, stall
 
@@ -89,7 +90,8 @@ async def respond(
             headers=headers,
         )
 
-    plan = build_plan(script, dialect.tool_result(body))
+    acted = act(dialect.turn(body)) if script.act else None
+    plan = plan_of(acted) if acted else build_plan(script, dialect.tool_result(body))
     if body.get("stream") is not True:
         return await _whole(request, dialect.message(plan, call), script, headers)
 

@@ -58,6 +58,7 @@ class Script:
     tool_command: str = "echo CCB_TOOL_OK"
     fail_rate: float = 0.0
     ping: bool = True
+    act: bool = False  # tools offered + words asking for an action: use a tool (mock/act.py)
 
 
 def _kinds() -> dict[str, tuple[type, bool]]:

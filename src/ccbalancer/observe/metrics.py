@@ -35,6 +35,7 @@ OUTCOMES = frozenset({"ok", "error", "mid_stream_error", "client_error", "cancel
 ATTEMPT_OUTCOMES = frozenset({"ok", "failover", "client_error", "mid_stream", "cancelled"})
 ROLES = frozenset({"leader", "follower", "cache", "none"})
 PROVIDER_STATES = ("healthy", "cooling_down", "half_open")
+AUTH_KEYS = frozenset({"missing", "wrong"})
 NO_PROVIDER = "none"  # label for requests no provider served (every candidate failed)
 
 # 50 µs .. 1 s: a healthy forward is well under a millisecond (DESIGN.md section 10), the
@@ -144,6 +145,12 @@ class Metrics:
         self._subscribers = Gauge(
             "ccbalancer_active_subscribers", "Clients attached to a stream.", registry=r
         )
+        self._auth_failures = Counter(
+            "ccbalancer_auth_failures_total",
+            "Requests refused with 401 for a missing or wrong inbound key.",
+            ["key"],
+            registry=r,
+        )
         self._state = Gauge(
             "ccbalancer_provider_state",
             "1 for the provider's current health state, 0 for the others.",
@@ -171,6 +178,10 @@ class Metrics:
             ).inc()
             if attempt.outcome == "failover":
                 self._failovers.labels(attempt.provider, _bounded(attempt.reason, REASONS)).inc()
+
+    def auth_failed(self, key: str) -> None:
+        """A request refused for its key: ``missing`` or ``wrong``."""
+        self._auth_failures.labels(_bounded(key, AUTH_KEYS)).inc()
 
     def shared_counts(self) -> dict[str, int]:
         """Requests served so far by sharing role (for /providers)."""

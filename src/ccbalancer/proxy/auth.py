@@ -1,6 +1,7 @@
 """Inbound authentication and the envelope for everything that goes wrong at the door.
 
-Keys are compared in constant time (``hmac.compare_digest``). Admin endpoints need the admin
+Keys are compared in constant time (``hmac.compare_digest``); a refused key is reported to the
+runtime (counted, logged at a bounded rate, never the key itself). Admin endpoints need the admin
 key whenever auth is on, and are refused to non-loopback callers when auth is off. Unknown
 paths and unexpected exceptions still answer in the Anthropic envelope, never a stack trace.
 """
@@ -55,6 +56,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if admin:
         if auth.enabled:
             if not _matches(_presented(request), runtime.config.settings.admin_keys):
+                runtime.rejected_key(_presented(request), path, request.remote, admin=True)
                 return respond.error_response(401, "authentication_error", "admin key required")
         elif not _loopback(request):
             return respond.error_response(
@@ -66,6 +68,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         and path not in auth.exempt_paths
         and not _matches(_presented(request), auth.keys)
     ):
+        runtime.rejected_key(_presented(request), path, request.remote, admin=False)
         return respond.error_response(401, "authentication_error", "invalid x-api-key")
     try:
         return await handler(request)

@@ -158,6 +158,11 @@ async def dashboard_data(request: web.Request) -> web.Response:
             "providers_available": _usable(runtime),
             "active_streams": runtime.hub.live,
             "totals": {"requests": recent.requests, "errors": recent.errors},
+            "auth_failures": {
+                "recent": runtime.refusals.recent(),
+                "window_s": runtime.refusals.window,
+                "total": runtime.refusals.total,
+            },
             "recent": recent.rows(),
             "series": {"ttft": recent.ttft_series(), "throughput": recent.throughput_series()},
         }

@@ -1,11 +1,12 @@
-"""``ccbalancer stats``: a per-provider summary of the request history.
+"""``ccbalancer stats``: requests and per-provider attempts from the request history.
 
-Reading of the table (all over the ``--since`` window):
+Two tables over the ``--since`` window, because a request that fails over is one request but
+several attempts:
 
-- *requests*: requests that involved the provider — every request that tried it, plus
-  shared/cached requests it served; *errors*: those where the provider failed (an attempt that
-  failed over or broke mid-stream). A provider that fails before commit therefore shows its
-  errors even though the client was served by another one.
+- *requests*: what clients sent; *failed*: requests whose client got an error.
+- *attempts* per provider: one request tried at that provider; *failed*: attempts the provider
+  failed (the balancer moved on, or the stream broke mid-way), so a provider shows its failures
+  even when another one served the client; *served*: requests it answered, shared ones included.
 - *TTFT*: time to first content when recorded (leaders), else time to first byte; cached
   replays are left out (they would flatter the provider). Percentiles are nearest-rank.
 - *tokens*: from requests that made an upstream call (leader / none), so shared responses are
@@ -25,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccbalancer.commands.loading import DEFAULT_CONFIG
+from ccbalancer.config.load import load_config
 from ccbalancer.errors import ConfigError
 from ccbalancer.observe.history import History
 
 DEFAULT_DB = "logs/history.sqlite3"
-DEFAULT_CONFIG = "config.yaml"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SINCE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", re.IGNORECASE)
 _FAILED_ATTEMPT = frozenset({"failover", "mid_stream"})
@@ -56,22 +58,28 @@ def percentile(values: list[float], pct: float) -> float | None:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 @dataclass
 class _Line:
-    requests: int = 0
-    errors: int = 0
+    count: int = 0  # requests (total line) or attempts (provider lines)
+    failed: int = 0
+    served: int = 0
     ttft: list[float] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
 
-    def cells(self, name: str) -> list[str]:
-        rate = f"{100 * self.errors / self.requests:.1f}" if self.requests else "-"
+    def cells(self, name: str | None) -> list[str]:
+        rate = f"{100 * self.failed / self.count:.1f}" if self.count else "-"
         p50, p95 = percentile(self.ttft, 50), percentile(self.ttft, 95)
+        counts = [str(self.count), str(self.failed), rate]
+        if name is not None:
+            counts.append(str(self.served))
         return [
-            name,
-            str(self.requests),
-            str(self.errors),
-            rate,
+            *([name] if name is not None else []),
+            *counts,
             "-" if p50 is None else f"{p50:.0f}",
             "-" if p95 is None else f"{p95:.0f}",
             str(self.input_tokens),
@@ -89,21 +97,19 @@ def _summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, _Line], _Line]:
     total = _Line()
     for row in rows:
         served = row["provider"]
-        failed = {a["provider"] for a in row["attempts"] if a["outcome"] in _FAILED_ATTEMPT}
-        involved = {a["provider"] for a in row["attempts"]} | ({served} if served else set())
-        if not row["attempts"] and served and row["outcome"] in _FAILED_OUTCOME:
-            failed.add(served)  # a follower/cache record that only names its provider
-        for name in involved:
-            line = lines.setdefault(name, _Line())
-            line.requests += 1
-            line.errors += name in failed
-        total.requests += 1
-        total.errors += row["outcome"] in _FAILED_OUTCOME
+        for attempt in row["attempts"]:
+            line = lines.setdefault(attempt["provider"], _Line())
+            line.count += 1
+            line.failed += attempt["outcome"] in _FAILED_ATTEMPT
+        if served:
+            lines.setdefault(served, _Line()).served += 1
+        total.count += 1
+        total.failed += row["outcome"] in _FAILED_OUTCOME
         ttft = _ttft(row)
         if ttft is not None and row["role"] != "cache" and row["outcome"] == "ok":
             total.ttft.append(ttft)
             if served:
-                lines.setdefault(served, _Line()).ttft.append(ttft)
+                lines[served].ttft.append(ttft)
         if row["role"] in _UPSTREAM_ROLES:
             total.input_tokens += row["input_tokens"]
             total.output_tokens += row["output_tokens"]
@@ -113,29 +119,44 @@ def _summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, _Line], _Line]:
     return lines, total
 
 
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
+def _table(header: list[str], body: list[list[str]], labelled: bool = True) -> list[str]:
+    """Right-aligned numbers; the first column left-aligned when it holds names."""
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def fmt(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
+        first = cells[0].ljust(widths[0]) if labelled else cells[0].rjust(widths[0])
         rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
         return "  ".join([first, *rest])
 
     return [fmt(header), *(fmt(r) for r in body)]
 
 
+_TIMES = ["p50 TTFT ms", "p95 TTFT ms", "input tokens", "output tokens"]
+_LEGEND = (
+    "requests: what clients sent; failed: the client got an error.",
+    "attempts: a request tried at one provider (one that fails over makes several);",
+    "failed: the provider failed it and the balancer moved on or the stream broke;",
+    "served: requests the provider answered, shared ones included.",
+)
+
+
 def format_stats(rows: list[dict[str, Any]], since_label: str) -> str:
     if not rows:
         return f"no requests in the last {since_label}"
     lines, total = _summarise(rows)
-    header = ["provider", "requests", "errors", "error %", "p50 TTFT ms", "p95 TTFT ms"]
-    header += ["input tokens", "output tokens"]
-    body = [lines[name].cells(name) for name in sorted(lines)]
-    body.append(total.cells("total"))
-    out = [f"ccbalancer stats: last {since_label}, {len(rows)} requests", ""]
-    out += _table(header, body)
+    attempts = sum(line.count for line in lines.values())
+    out = [
+        f"ccbalancer stats: last {since_label}, "
+        f"{plural(len(rows), 'request')}, {plural(attempts, 'attempt')}",
+        "",
+    ]
+    out += _table(["requests", "failed", "failed %", *_TIMES], [total.cells(None)], False)
+    out.append("")
+    header = ["provider", "attempts", "failed", "failed %", "served", *_TIMES]
+    out += _table(header, [lines[name].cells(name) for name in sorted(lines)])
+    out += ["", *_LEGEND, ""]
     roles = Counter(row["role"] for row in rows)
-    out += ["", "by role: " + ", ".join(f"{role} {n}" for role, n in sorted(roles.items()))]
+    out.append("by role: " + ", ".join(f"{role} {n}" for role, n in sorted(roles.items())))
     outcomes = Counter(row["outcome"] for row in rows)
     out.append("by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())))
     return "\n".join(out)
@@ -153,9 +174,6 @@ def _db_path(args: argparse.Namespace) -> str:
     explicit = args.config or os.environ.get("CCBALANCER_CONFIG")
     if not explicit and not Path(DEFAULT_CONFIG).exists():
         return DEFAULT_DB
-    # Imported here: the rest of observe/ must not depend on config, only this command does.
-    from ccbalancer.config.load import load_config
-
     return load_config(explicit or DEFAULT_CONFIG).settings.history.path
 
 

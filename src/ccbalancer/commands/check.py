@@ -1,0 +1,93 @@
+"""``ccbalancer check``: validate the config, print the routing table, optionally probe."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from ccbalancer.commands.loading import config_path, load_or_exit
+from ccbalancer.config.schema import Config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config")
+    parser.add_argument(
+        "--probe", action="store_true", help="send one tiny request to each provider"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    config = load_or_exit(path)
+    print(f"{path}: OK ({len(config.providers)} providers, {len(config.model_routes)} routes)")
+    print("\nproviders:")
+    for p in config.providers:
+        state = "enabled" if p.enabled else "disabled"
+        auth = "passthrough" if p.passthrough_auth else (p.auth_type if p.auth_value else "none")
+        proxy = " via proxy" if p.proxy else ""
+        print(f"  {p.name:<20} {p.type:<9} {state:<8} auth={auth}{proxy}  weight={p.weight:g}")
+    strategy = config.settings.selection_strategy
+    print(f"\nroutes (strategy: {strategy}; exact keys first, then globs in file order):")
+    for key, entries in config.model_routes.items():
+        targets = ", ".join(
+            f"{e.priority}:{e.provider}({e.model})"
+            for e in sorted(entries, key=lambda e: e.priority)
+        )
+        print(f"  {key:<24} -> {targets}")
+    if args.probe:
+        return asyncio.run(_probe(config))
+    return 0
+
+
+async def _probe(config: Config) -> int:
+    from ccbalancer.errors import UpstreamError
+    from ccbalancer.runtime import Runtime
+
+    runtime = Runtime(config, history=False)
+    failures = 0
+    print("\nprobe (one tiny request per provider):")
+    try:
+        for p in config.providers:
+            if not p.enabled:
+                print(f"  {p.name:<20} skipped (disabled)")
+                continue
+            model = next(
+                (
+                    e.model
+                    for entries in config.model_routes.values()
+                    for e in entries
+                    if e.provider == p.name and e.model != "passthrough"
+                ),
+                "claude-haiku-4-5",
+            )
+            dialect = runtime.dialects[p.type]
+            body = {
+                "model": model,
+                "max_tokens": 1,
+                "messages": [{"role": "user", "content": "ping"}],
+            }
+            headers = dialect.headers({}, "" if p.passthrough_auth else p.auth_value, p.auth_type)
+            headers.update(p.headers)
+            started = time.perf_counter()
+            try:
+                resp = await runtime.client.open(
+                    p,
+                    dialect.url(p.base_url, ""),
+                    headers,
+                    dialect.body(body, model, p.body_options),
+                    config.settings.timeouts.non_streaming,
+                )
+                status = resp.status
+                answer = await resp.body(4096)
+                resp.close()
+                took = (time.perf_counter() - started) * 1000
+                detail = "" if status == 200 else " " + dialect.error(status, answer)[1][:80]
+                print(f"  {p.name:<20} HTTP {status}  {took:7.1f} ms{detail}")
+                failures += status != 200
+            except UpstreamError as error:
+                print(f"  {p.name:<20} FAILED  {error.short}")
+                failures += 1
+    finally:
+        await runtime.client.close()
+    return 1 if failures else 0
