@@ -18,6 +18,7 @@ from anthropic.types import RawMessageStreamEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ccbalancer.dialects.capabilities import Capabilities, refused, request_needs
 from ccbalancer.dialects.openai import (
     SYNTHETIC_SIGNATURE_PREFIX,
     OpenAIStreamDecoder,
@@ -25,6 +26,7 @@ from ccbalancer.dialects.openai import (
     map_openai_error,
     to_openai_request,
 )
+from ccbalancer.dialects.openai.request import Untranslatable
 from ccbalancer.sse.event import Event
 
 MODEL = "claude-opus-5-5"
@@ -418,6 +420,10 @@ BLOCKS = st.fixed_dictionaries(
                 "redacted_thinking",
                 "document",
                 "x",
+                "tool_reference",
+                "server_tool_use",
+                "web_search_tool_result",
+                "container_upload",
             ]
         )
     },
@@ -435,10 +441,16 @@ BLOCKS = st.fixed_dictionaries(
         "tool_use_id": JSON_VALUES,
         "content": JSON_VALUES
         | st.lists(
-            st.fixed_dictionaries({"type": st.sampled_from(["text", "image"]), "text": JSON_VALUES})
+            st.fixed_dictionaries(
+                {"type": st.sampled_from(["text", "image", "document", "tool_reference"])},
+                optional={"text": JSON_VALUES, "tool_name": JSON_VALUES},
+            )
         ),
         "is_error": JSON_VALUES,
         "thinking": JSON_VALUES,
+        "tool_name": JSON_VALUES,
+        "title": JSON_VALUES,
+        "cache_control": _maybe(st.just({"type": "ephemeral"})),
     },
 )
 REQUESTS = st.fixed_dictionaries(
@@ -465,7 +477,7 @@ REQUESTS = st.fixed_dictionaries(
                     {},
                     optional={
                         "name": JSON_VALUES,
-                        "type": JSON_VALUES,
+                        "type": JSON_VALUES | st.sampled_from(["custom", "web_search_20250305"]),
                         "input_schema": JSON_VALUES,
                         "description": JSON_VALUES,
                     },
@@ -491,11 +503,26 @@ REQUESTS = st.fixed_dictionaries(
 
 
 @SETTINGS
-@given(REQUESTS)
-def test_any_request_shape_converts_without_error_or_mutation(request: dict[str, Any]) -> None:
+@given(REQUESTS, st.booleans(), st.booleans())
+def test_any_request_shape_converts_or_names_what_it_cannot_send(
+    request: dict[str, Any], files: bool, keep_cache: bool
+) -> None:
+    """Never a silent drop: the converter either translates the request or refuses it naming
+    exactly what ``capabilities.refused`` names for such a provider, so the relay's skip and
+    the converter always agree."""
     before = copy.deepcopy(request)
-    body = to_openai_request(request, "gpt-4o")
-    assert request == before
+    expected = refused(request_needs(request), "openai", Capabilities(files=files))
+    try:
+        body = to_openai_request(
+            request, "gpt-4o", files=files, cache_control=keep_cache, cache_key="session-1"
+        )
+    except Untranslatable as error:
+        assert error.labels == expected
+        assert expected
+        return
+    finally:
+        assert request == before
+    assert not expected
     assert body["stream"] is True
     for message in body["messages"]:
         assert message["role"] in ("system", "user", "assistant", "tool")
