@@ -17,7 +17,10 @@ from collections.abc import Callable
 from ccbalancer.balance import Candidate, Planner
 from ccbalancer.config.schema import Config, ProviderConfig
 from ccbalancer.dialects.base import Dialect
+from ccbalancer.dialects.capabilities import refused, request_needs
+from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.dialects.headers import returned
+from ccbalancer.dialects.session import cache_session
 from ccbalancer.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -71,8 +74,17 @@ class Attempts:
             return
         errors: list[UpstreamError] = []
         skipped = [f"{name}: {why}" for name, why in plan.skipped]
+        # issue 15 items 4-5: candidates that cannot take the request's content are skipped
+        needs = request_needs(job.body)
+        refusals: list[tuple[str, list[str]]] = []
         for candidate in plan.candidates:
             name = candidate.provider
+            provider = config.providers_by_name[name]
+            cannot = refused(needs, provider.type, provider.accepts) if needs else []
+            if cannot:
+                refusals.append((name, cannot))
+                skipped.append(f"{name}: cannot take {', '.join(cannot)}")
+                continue
             health = self.health.get(name)
             if not health.acquire(self.health.clock()):
                 skipped.append(f"{name}: busy (half-open probe or full)")
@@ -104,6 +116,15 @@ class Attempts:
             else:
                 health.release_success(self.health.clock(), job.outcome.ttfc)
                 self.planner.succeeded(config, plan.route_key, job.session, name)
+                return
+        if refusals and len(refusals) == len(plan.candidates) and not errors:
+            # nobody could take it; unless a provider cooling down could, that will not change
+            resting = [config.providers_by_name.get(n) for n, _ in plan.skipped]
+            if not any(
+                p is not None and p.enabled and not refused(needs, p.type, p.accepts)
+                for p in resting
+            ):
+                broadcast.fail(respond.content_refused(job.model, refusals))
                 return
         met = [e.provider for e in errors] + [n for n, _ in plan.skipped]
         retry_after = self._retry_after(met, plan.retry_after)
@@ -142,14 +163,24 @@ class Attempts:
                     provider,
                     url,
                     _headers(job, provider, dialect),
-                    dialect.body(job.body, upstream_model, provider.body_options),
+                    dialect.body(
+                        job.body,
+                        upstream_model,
+                        provider.body_options,
+                        session=cache_session(job.headers, job.body),
+                    ),
                     timeouts.streaming,
                 )
                 try:
                     ttfb = time.perf_counter() - sent
                     if resp.status != 200:
                         raise await _status_error(resp, dialect, name, job.config)
-                    decoder = dialect.decoder(job.model, resp.content_type)
+                    # issue 15 item 9: an early input estimate for providers that report
+                    # usage only at the end (computed only for them: it costs CPU)
+                    estimate = (
+                        estimate_input_tokens(job.body) if dialect.wants_input_estimate else 0
+                    )
+                    decoder = dialect.decoder(job.model, resp.content_type, input_estimate=estimate)
                     content_wait = timeouts.streaming.read_timeout
 
                     def first_event() -> None:
@@ -159,6 +190,10 @@ class Attempts:
                     def committed() -> None:
                         deadline.reschedule(None)
                         job.release()  # no other attempt can start: the body is not needed
+                        if decoder.start_usage_estimated:
+                            # the estimate in message_start never enters records: only the
+                            # provider's count from message_delta does (issue 15 item 9)
+                            job.outcome.input_tokens = 0
 
                     publisher = Publisher(
                         broadcast, job.outcome, Head(name, returned(resp.headers)), sent, ttfb,
@@ -262,6 +297,6 @@ async def _status_error(
 
 def _headers(job: Job, provider: ProviderConfig, dialect: Dialect) -> dict[str, str]:
     credential = job.credential if provider.passthrough_auth else provider.auth_value
-    headers = dialect.headers(job.headers, credential, provider.auth_type)
+    headers = dialect.headers(job.headers, credential, provider.auth_type, provider.header_options)
     headers.update(provider.headers)
     return headers

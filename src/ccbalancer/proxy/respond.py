@@ -116,6 +116,19 @@ def all_failed(
     )
 
 
+def content_refused(model: str, refusals: list[tuple[str, list[str]]]) -> Failure:
+    """No candidate can take what the request holds (issue 15, item 4): a 400 naming the
+    blocks and the providers tried. Not a provider failure, and no retry would help."""
+    labels = sorted({label for _, cannot in refusals for label in cannot})
+    tried = "; ".join(f"{name} cannot take {', '.join(cannot)}" for name, cannot in refusals)
+    message = (
+        f"no provider for model {model} can take this request's {', '.join(labels)} "
+        f"(tried: {tried}); route the model to a provider that accepts them "
+        "(see capabilities in the balancer's provider config)"
+    )
+    return Failure(400, "invalid_request_error", message, committed=False)
+
+
 def _single_failure(error: UpstreamError) -> Failure:
     headers = {"x-provider-used": error.provider}
     if isinstance(error, UpstreamStatusError):
