@@ -343,3 +343,15 @@ def test_decoders_say_whether_their_start_usage_is_an_estimate() -> None:
 def test_translator_without_an_estimate_starts_at_zero() -> None:
     out = OpenAIStreamTranslator(MODEL).feed(_chunk({"content": "x"}))
     assert out[0][1]["message"]["usage"]["input_tokens"] == 0
+
+
+def test_moonshot_usage_inside_the_finishing_choice_is_read() -> None:
+    """Kimi's stream puts usage (with its top-level cached_tokens) in ``choices[0]``."""
+    usage = {"prompt_tokens": 39, "completion_tokens": 21, "total_tokens": 60, "cached_tokens": 32}
+    last = {
+        "id": "c1",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "usage": usage}],
+    }
+    message = _message(_sse(_chunk({"content": "hi"}), last))
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (7, 32)
+    assert message.usage.output_tokens == 21

@@ -113,10 +113,10 @@ class OpenAIStreamTranslator:
         if not self._started:
             self._start(chunk, out)
         finished_before = self._stop_reason is not None
-        usage = _usage_of(chunk)
+        choice = _first_choice(chunk.get("choices"))
+        usage = _usage_of(chunk, choice)
         if usage is not None:
             self._usage = usage
-        choice = _first_choice(chunk.get("choices"))
         if choice is not None and not finished_before:
             delta = choice.get("delta")
             if isinstance(delta, dict):
@@ -380,11 +380,11 @@ def _complete_json(parts: list[str]) -> bool:
     return True
 
 
-def _usage_of(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    """The chunk's usage: top-level, or Groq's ``x_groq.usage`` on its last chunk."""
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        return usage
-    groq = chunk.get("x_groq")
-    usage = groq.get("usage") if isinstance(groq, dict) else None
-    return usage if isinstance(usage, dict) else None
+def _usage_of(chunk: dict[str, Any], choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The chunk's usage: top-level, Groq's ``x_groq.usage``, or Moonshot's inside the
+    finishing choice."""
+    for holder in (chunk, chunk.get("x_groq"), choice):
+        usage = holder.get("usage") if isinstance(holder, dict) else None
+        if isinstance(usage, dict):
+            return usage
+    return None
