@@ -25,7 +25,6 @@ STAMP_MARKER = "@@ccb-stamp@@"
 THINKING = "The user wants a short answer. Mock reasoning goes here."
 SIGNATURE = "EqQBCgIYAhIMmockSignature0ccbalancer1mockZ2lnbmF0dXJl"
 REDACTED = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"
-TOOL_NAME = "Bash"
 
 _WORD = re.compile(r"\s*\S+")
 
@@ -100,10 +99,15 @@ def _text_block(script: Script, text: str) -> Block:
 
 
 def _tool_block(script: Script) -> Block:
-    arguments = orjson.dumps({"command": script.tool_command, "description": "mock tool call"})
+    arguments = (
+        script.tool_input
+        or orjson.dumps({"command": script.tool_command, "description": "mock tool call"}).decode()
+    )
     # the real API often opens with an empty fragment; clients must cope, so the mock does too
-    pieces = ("", *_chunks(arguments.decode(), 10))
-    return Block("tool_use", pieces, id=f"toolu_mock_{uuid.uuid4().hex[:20]}", name=TOOL_NAME)
+    pieces = ("", *_chunks(arguments, 10))
+    return Block(
+        "tool_use", pieces, id=f"toolu_mock_{uuid.uuid4().hex[:20]}", name=script.tool_name
+    )
 
 
 def build_plan(script: Script, tool_result: str | None) -> Plan:
