@@ -255,6 +255,54 @@ async def recorded_upstream() -> AsyncIterator[Callable[..., Any]]:
         await runner.cleanup()
 
 
+class RecordedOpenAIUpstreams:
+    """``await serve(name, writes)``: an OpenAI-format upstream on 127.0.0.1 that answers every
+    ``POST {base}/chat/completions`` by writing ``writes`` verbatim, one write each, and keeps
+    each request body it received in ``requests[name]``; returns the provider's base URL."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, list[dict[str, Any]]] = {}
+        self._runners: list[web.AppRunner] = []
+
+    async def __call__(
+        self,
+        name: str,
+        writes: list[bytes],
+        headers: dict[str, str] | None = None,
+        content_type: str = "text/event-stream",
+    ) -> str:
+        received = self.requests.setdefault(name, [])
+
+        async def upstream(request: web.Request) -> web.StreamResponse:
+            received.append(await request.json())
+            resp = web.StreamResponse(headers={"content-type": content_type, **(headers or {})})
+            await resp.prepare(request)
+            for chunk in writes:
+                await resp.write(chunk)
+            return resp
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(f"/{name}/v1/chat/completions", upstream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}/{name}/v1"
+
+    async def close(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def recorded_openai_upstream() -> AsyncIterator[RecordedOpenAIUpstreams]:
+    upstreams = RecordedOpenAIUpstreams()
+    yield upstreams
+    await upstreams.close()
+
+
 def msg(
     text: str = "Hello", *, stream: bool = True, model: str = "claude-sonnet-4-5", **extra: Any
 ) -> dict[str, Any]:

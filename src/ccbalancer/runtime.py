@@ -41,6 +41,7 @@ from ccbalancer.observe.record import RequestRecord
 from ccbalancer.observe.refusals import Refusals
 from ccbalancer.relay import Call, Relay
 from ccbalancer.sharing.broadcast import Broadcast
+from ccbalancer.sharing.calls import SharedCalls
 from ccbalancer.sharing.hub import Hub
 from ccbalancer.sharing.remote import RemoteShare
 from ccbalancer.tasks import TaskOwner
@@ -49,6 +50,8 @@ from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, State
 
 WATCH_INTERVAL = 1.0
 SWEEP_INTERVAL = 5.0
+COUNT_TOKENS_TTL = 60.0
+COUNT_TOKENS_ENTRIES = 1024  # answers are ~30 bytes: the bound is about the keys
 
 
 def secrets_of(config: Config) -> list[str]:
@@ -114,6 +117,8 @@ class Runtime:
         self.relay = Relay(
             self.client, self.planner, self.health, self.dialects, self.redactor.scrub
         )
+        # count_tokens answers: identical requests share one call, then reuse it for a minute
+        self.counts = SharedCalls("count-tokens", clock, COUNT_TOKENS_TTL, COUNT_TOKENS_ENTRIES)
         self.history: History | None = (
             History(
                 settings.history.path, settings.history.retention_days, scrub=self.redactor.scrub
@@ -143,6 +148,7 @@ class Runtime:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await self._owner.close()
+        await self.counts.close()
         await self.hub.close()
         if self.remote is not None:
             await self.remote.close()

@@ -13,9 +13,12 @@ The binary comes from ``CCB_CLAUDE_BIN`` (set by scripts/test), else the pinned 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
+import struct
+import zlib
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +137,9 @@ async def _drain(stream: asyncio.StreamReader, sink: list[bytes]) -> None:
         sink.append(chunk)
 
 
-async def run_claude(binary: str, base_url: str, prompt: str, home: Path, cwd: Path) -> CliRun:
+async def run_claude(
+    binary: str, base_url: str, prompt: str, home: Path, cwd: Path, tools: str = "Bash"
+) -> CliRun:
     """Runs the CLI to completion (bounded by CLI_TIMEOUT) without blocking the event loop:
     the balancer it talks to lives in this same loop. Stops early on the first api_retry."""
     home.mkdir(parents=True, exist_ok=True)
@@ -149,7 +154,7 @@ async def run_claude(binary: str, base_url: str, prompt: str, home: Path, cwd: P
         "DISABLE_TELEMETRY": "1",
     }
     args = ["-p", prompt, "--output-format", "stream-json", "--verbose"]
-    args += ["--allowedTools", "Bash", "--model", MODEL]
+    args += ["--allowedTools", tools, "--model", MODEL]
     proc = await asyncio.create_subprocess_exec(
         binary,
         *args,
@@ -426,3 +431,105 @@ async def test_tool_use_round_trip_through_an_openai_format_provider(
     calls = [m for m in second.body["messages"] if m.get("tool_calls")]
     assert calls and calls[-1]["tool_calls"][0]["id"] == tool_use["id"]
     assert len(mock.requests("bad")) >= 1
+
+
+# --- an image read by a tool travels back in a tool_result (issue 15) ----------------------
+
+
+def _png(path: Path) -> bytes:
+    """A real 8x8 PNG (red), written to ``path``; Claude Code's Read returns it as an image."""
+    width = height = 8
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    path.write_bytes(png)
+    return png
+
+
+def _read_png_script(path: Path) -> Script:
+    """The mock answers with a Read call for ``path``; its next answer is the default text."""
+    return Script(
+        reply="tool_use", tool_name="Read", tool_input=json.dumps({"file_path": str(path)})
+    )
+
+
+def _image_in(content: Any) -> dict[str, Any]:
+    (image,) = [b for b in content if isinstance(b, dict) and b.get("type") == "image"]
+    return image
+
+
+async def _image_turn(claude_bin: str, b: Any, tmp_path: Path) -> tuple[CliRun, Path]:
+    work = tmp_path / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    picture = work / "pixel.png"
+    _png(picture)
+    run = await run_claude(
+        claude_bin,
+        b.url,
+        "Look at pixel.png and tell me what you see.",
+        tmp_path / "home",
+        work,
+        tools="Read",
+    )
+    return run, picture
+
+
+async def test_an_image_read_by_a_tool_reaches_an_anthropic_provider_as_is(
+    claude_bin, mock, balancer_factory, tmp_path
+):
+    mock.enqueue("good", _read_png_script(tmp_path / "work" / "pixel.png"))
+    mock.configure("good", Script(text="CCB_IMAGE_OK a red square"))
+    b = await balancer_factory(failing_first_config(mock))
+
+    run, picture = await _image_turn(claude_bin, b, tmp_path)
+
+    assert_succeeded(run, "CCB_IMAGE_OK a red square")
+    (tool_use,) = run.blocks("assistant", "tool_use")
+    assert tool_use["name"] == "Read" and tool_use["input"]["file_path"] == str(picture)
+    _, second = mock.requests("good")
+    assert second.body is not None
+    (sent,) = _tool_results(second.body)
+    assert sent["tool_use_id"] == tool_use["id"]
+    image = _image_in(sent["content"])
+    assert image["source"]["type"] == "base64"
+    assert image["source"]["media_type"] == "image/png"
+    assert base64.b64decode(image["source"]["data"]).startswith(b"\x89PNG")
+
+
+async def test_an_image_read_by_a_tool_reaches_an_openai_provider_as_an_image_part(
+    claude_bin, mock, balancer_factory, tmp_path
+):
+    """PROTOCOL.md c.1: a tool message cannot carry an image, so it keeps the result's text
+    (Claude Code adds a system reminder next to the image) and the image follows as an
+    ``image_url`` part of the next user message."""
+    mock.enqueue("oa", _read_png_script(tmp_path / "work" / "pixel.png"))
+    mock.configure("oa", Script(text="CCB_OA_IMAGE_OK a red square"))
+    text = config_text(
+        mock, ["bad", ("oa", "openai")], routes={"*": [("bad", "passthrough"), ("oa", "gpt-4o")]}
+    )
+    mock.configure("bad", Script(status=529, error_type="overloaded_error"))
+    b = await balancer_factory(text)
+
+    run, _ = await _image_turn(claude_bin, b, tmp_path)
+
+    assert_succeeded(run, "CCB_OA_IMAGE_OK a red square")
+    (tool_use,) = run.blocks("assistant", "tool_use")
+    assert tool_use["name"] == "Read"
+    _, second = mock.requests("oa")
+    assert second.body is not None
+    messages = second.body["messages"]
+    (tool,) = [m for m in messages if m.get("role") == "tool"]
+    assert tool["tool_call_id"] == tool_use["id"]
+    assert isinstance(tool["content"], str) and tool["content"]
+    after = messages[messages.index(tool) + 1]
+    assert after["role"] == "user"
+    (part,) = [p for p in after["content"] if p.get("type") == "image_url"]
+    url = part["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG")

@@ -77,6 +77,33 @@ async def test_check_probe_reports_each_provider(tmp_path, mock):
     assert "sk-prov-" not in out
 
 
+async def test_check_shows_what_each_provider_accepts_and_its_request_options(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n"
+        "  - {name: official, type: anthropic, base_url: 'http://x'}\n"
+        "  - {name: relay, type: anthropic, base_url: 'http://y', strip_billing_header: true,\n"
+        "     capabilities: {files: false, server_tools: [web_search]},\n"
+        "     betas: {drop: ['context-1m-*']}}\n"
+        "  - {name: oa, type: openai, base_url: 'http://z/v1', prompt_cache_key: true}\n"
+    )
+    code, out, err = await _run("check", "-c", str(path))
+    assert code == 0, err
+    lines = out.splitlines()
+
+    def accepts(name: str) -> str:
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(name + " "))
+        return "\n".join(lines[at + 1 : at + 3])
+
+    assert "images yes, files (PDF) yes, server tools all, thinking yes" in accepts("official")
+    relay = accepts("relay")
+    assert "files (PDF) no, server tools web_search" in relay
+    assert "betas drop context-1m-*; strip_billing_header" in relay
+    oa = accepts("oa")
+    assert "images yes, files (PDF) no, server tools none, thinking yes" in oa
+    assert "options: prompt_cache_key" in oa
+
+
 async def test_legacy_keys_of_the_original_balancer_are_accepted_with_a_warning(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(

@@ -180,6 +180,32 @@ async def test_thinking_tool_stream_has_redacted_thinking_signature_and_tool(moc
     assert set(thinking_deltas[:-1]) == {"thinking_delta"}
 
 
+async def test_tool_name_and_input_script_any_tool_call_in_both_formats(mock, http):
+    """Claude Code's Read tool (the image round trip in the e2e tests) needs a call to a tool
+    other than Bash; a directive can ask for one as well as a configured script."""
+    read = {"file_path": "/tmp/pic.png"}
+    mock.configure("a", reply="tool_use", tool_name="Read", tool_input=orjson.dumps(read).decode())
+    _, raw = await post(http, messages_url(mock, "a"), ask())
+    (tool,) = message(parse(raw))["content"]
+    assert (tool["name"], tool["input"]) == ("Read", read)
+
+    fields = {"reply": "tool_use", "tool_name": "Glob", "tool_input": '{"pattern": "*"}'}
+    directive = f"<<mock {orjson.dumps(fields).decode()}>>"
+    _, raw = await post(http, chat_url(mock, "o"), ask(directive))
+    calls = [
+        call
+        for f in chunks(raw)
+        if isinstance(f, dict) and f.get("choices")
+        for call in f["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert calls[0]["function"]["name"] == "Glob"
+    arguments = "".join(call["function"].get("arguments", "") for call in calls)
+    assert orjson.loads(arguments) == {"pattern": "*"}
+
+    with pytest.raises(ValueError, match="tool_input must be a JSON object"):
+        mock.configure("a", tool_input="[1]")
+
+
 async def test_tool_then_text_answers_the_tool_result(mock, http):
     mock.configure("a", reply="tool_then_text")
     _, raw = await post(http, messages_url(mock, "a"), ask())

@@ -91,3 +91,90 @@ def test_a_misplaced_or_invalid_option_is_rejected_naming_file_key_and_reason(mo
     assert "providers.yaml" in str(caught.value)
     assert "providers[0]" in str(caught.value)
     assert reason in str(caught.value)
+
+
+# --- issue 15: betas, billing line, thinking, prompt cache key -----------------------------
+
+CLAUDE_CODE_BETAS = "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14"
+BILLING = "x-anthropic-billing-header: cc_version=2.1.330.363; cc_entrypoint=sdk-cli;"
+SYSTEM = [
+    {"type": "text", "text": BILLING},
+    {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+]
+
+
+async def test_beta_filters_reach_the_relay_and_the_official_api_gets_every_beta(
+    mock, balancer_factory
+):
+    extra = {
+        "drop": ", betas: {drop: ['context-1m-*']}",
+        "allow": ", betas: {allow: ['claude-code-*']}",
+    }
+    text = config_text(
+        mock,
+        ["drop", "allow", "official"],
+        routes={"d*": ["drop"], "a*": ["allow"], "*": ["official"]},
+        provider_extra=extra,
+    )
+    b = await balancer_factory(text)
+    body = {**msg(), "anthropic_beta": ["context-1m-2025-08-07", "effort-2025-11-24"]}
+    for model in ("drop-model", "allow-model", "claude-sonnet-4-6"):
+        resp = await b.post({**body, "model": model}, {"anthropic-beta": CLAUDE_CODE_BETAS})
+        assert resp.status == 200
+        await resp.read()
+
+    dropped = mock.requests("drop")[0]
+    assert dropped.headers["anthropic-beta"] == (
+        "claude-code-20250219,interleaved-thinking-2025-05-14"
+    )
+    assert dropped.body["anthropic_beta"] == ["effort-2025-11-24"]
+    allowed = mock.requests("allow")[0]
+    assert allowed.headers["anthropic-beta"] == "claude-code-20250219"
+    assert allowed.body["anthropic_beta"] == []
+    official = mock.requests("official")[0]
+    assert official.headers["anthropic-beta"] == CLAUDE_CODE_BETAS
+    assert official.body["anthropic_beta"] == body["anthropic_beta"]
+
+
+async def test_billing_line_and_thinking_are_left_out_only_where_configured(mock, balancer_factory):
+    extra = {"relay": ", strip_billing_header: true, capabilities: {thinking: false}"}
+    text = config_text(
+        mock,
+        ["relay", "official"],
+        routes={"r*": ["relay"], "*": ["official"]},
+        provider_extra=extra,
+    )
+    b = await balancer_factory(text)
+    body = msg(system=SYSTEM, thinking={"type": "adaptive"})
+    for model in ("relay-model", "claude-sonnet-4-6"):
+        await (await b.post({**body, "model": model})).read()
+
+    relay = mock.requests("relay")[0].body
+    assert relay["system"] == SYSTEM[1:]
+    assert "thinking" not in relay
+    official = mock.requests("official")[0].body
+    assert official["system"] == SYSTEM
+    assert official["thinking"] == {"type": "adaptive"}
+
+
+async def test_prompt_cache_key_is_stable_per_session_and_never_the_raw_id(mock, balancer_factory):
+    text = config_text(
+        mock,
+        [("oa", "openai")],
+        routes={"*": [("oa", "gpt-5")]},
+        provider_extra={"oa": ", prompt_cache_key: true"},
+    )
+    b = await balancer_factory(text)
+    user_id = '{"device_id":"d","account_uuid":"","session_id":"sess-A"}'
+    requests = [
+        ({"x-claude-code-session-id": "sess-A"}, msg("one")),
+        ({"x-claude-code-session-id": "sess-A"}, msg("two, a later turn")),
+        ({}, msg("three", metadata={"user_id": user_id})),
+        ({"x-claude-code-session-id": "sess-B"}, msg("four")),
+    ]
+    for headers, body in requests:
+        await (await b.post(body, headers)).read()
+
+    keys = [r.body["prompt_cache_key"] for r in mock.requests("oa")]
+    assert keys[0] == keys[1] == keys[2] != keys[3]
+    assert all("sess-" not in key for key in keys)

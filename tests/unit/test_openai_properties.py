@@ -18,6 +18,7 @@ from anthropic.types import RawMessageStreamEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ccbalancer.dialects.capabilities import Capabilities, refused, request_needs
 from ccbalancer.dialects.openai import (
     SYNTHETIC_SIGNATURE_PREFIX,
     OpenAIStreamDecoder,
@@ -25,6 +26,7 @@ from ccbalancer.dialects.openai import (
     map_openai_error,
     to_openai_request,
 )
+from ccbalancer.dialects.openai.request import Untranslatable
 from ccbalancer.sse.event import Event
 
 MODEL = "claude-opus-5-5"
@@ -57,6 +59,19 @@ JSON_VALUES = st.recursive(
 )
 TOOL_INPUTS = st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4)
 FRAGMENTS = st.lists(st.text(max_size=10), min_size=1, max_size=4)
+# A thinking fragment as a content part: Mistral's nested form, a flat one, other gateways'.
+THINKING_PARTS = [
+    lambda text: {"type": "thinking", "thinking": [{"type": "text", "text": text}]},
+    lambda text: {"type": "thinking", "thinking": text},
+    lambda text: {"type": "reasoning", "text": text},
+]
+# Chunks that carry nothing: an empty delta, no choices, null or empty content.
+EMPTY_CHUNKS = [
+    lambda chunk: chunk({}),
+    lambda chunk: {**chunk({}), "choices": []},
+    lambda chunk: chunk({"content": None}),
+    lambda chunk: chunk({"content": []}),
+]
 
 
 @dataclass
@@ -96,17 +111,42 @@ def scripts(draw: st.DrawFn) -> Script:
     chunks: list[dict[str, Any]] = []
     if draw(st.booleans()):
         chunks.append(chunk({"role": "assistant", "content": draw(st.sampled_from(["", None]))}))
+    # How text and thinking travel: their own delta keys (OpenAI, DeepSeek, OpenRouter), a
+    # `content` list of parts, one per chunk or several in one chunk (Mistral), or a mix.
+    form = draw(st.sampled_from(["keys", "parts", "mixed"]))
+    grouped: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if grouped:
+            chunks.append(chunk({"content": list(grouped)}))
+            grouped.clear()
+
     blocks: list[tuple[str, str]] = []
     for kind, fragments in segments:
         for fragment in fragments:
-            key = "content" if kind == "text" else reasoning_key
-            chunks.append(chunk({key: fragment}))
+            style = form if form != "mixed" else draw(st.sampled_from(["keys", "parts", "grouped"]))
+            if style == "keys":
+                flush()
+                chunks.append(chunk({"content" if kind == "text" else reasoning_key: fragment}))
+            else:
+                part = (
+                    {"type": "text", "text": fragment}
+                    if kind == "text"
+                    else draw(st.sampled_from(THINKING_PARTS))(fragment)
+                )
+                grouped.append(part)
+                if style != "grouped":
+                    flush()
+            if draw(st.integers(0, 5)) == 0:  # an empty chunk between any two
+                flush()
+                chunks.append(draw(st.sampled_from(EMPTY_CHUNKS))(chunk))
             if not fragment:
                 continue
             if blocks and blocks[-1][0] == kind:
                 blocks[-1] = (kind, blocks[-1][1] + fragment)
             else:
                 blocks.append((kind, fragment))
+    flush()
 
     tools = []
     pieces: list[list[str]] = []
@@ -145,27 +185,49 @@ def scripts(draw: st.DrawFn) -> Script:
             chunks.extend(fragment(i, part) for part in (parts[1:] if first else parts))
 
     finish = draw(st.sampled_from(["stop", "length", "tool_calls", "content_filter"]))
-    chunks.append(chunk({}, finish))
+    finish_chunk = chunk({}, finish)
     usage = None
-    if draw(st.booleans()):
+    # Where the usage goes: its own chunk after finish_reason (OpenAI), the finish chunk
+    # itself (DeepSeek, Groq), a chunk before finish_reason (vLLM's running usage), inside
+    # the finishing choice (Moonshot); and where the cache count sits in it.
+    place = draw(st.sampled_from(["tail", "on_finish", "before_finish", "in_choice", None]))
+    if place is not None:
+        prompt = draw(st.integers(0, 10**6))
+        completion = draw(st.integers(0, 10**5))
+        cached = draw(st.integers(0, prompt))
+        reported: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion}
+        where = draw(st.sampled_from(["details", "deepseek", "moonshot"]))
+        if where == "details":
+            reported["prompt_tokens_details"] = {"cached_tokens": cached}
+        elif where == "deepseek":
+            reported |= {
+                "prompt_cache_hit_tokens": cached,
+                "prompt_cache_miss_tokens": prompt - cached,
+            }
+        else:
+            reported["cached_tokens"] = cached
+        if place == "tail":
+            tail: dict[str, Any] = {"id": upstream_id, "usage": reported}
+            shape = draw(st.sampled_from(["empty", "null", "missing"]))
+            if shape != "missing":
+                tail["choices"] = [] if shape == "empty" else None
+            chunks.append(finish_chunk)
+            chunks.append(tail)
+        elif place == "on_finish":
+            chunks.append(finish_chunk | {"usage": reported})
+        elif place == "before_finish":
+            chunks.append({"id": upstream_id, "choices": [], "usage": reported})
+            chunks.append(finish_chunk)
+        else:
+            finish_chunk["choices"][0]["usage"] = reported
+            chunks.append(finish_chunk)
         usage = {
-            "prompt_tokens": draw(st.integers(0, 10**6)),
-            "completion_tokens": draw(st.integers(0, 10**5)),
-        }
-        cached = draw(st.integers(0, usage["prompt_tokens"]))
-        tail: dict[str, Any] = {
-            "id": upstream_id,
-            "usage": usage | {"prompt_tokens_details": {"cached_tokens": cached}},
-        }
-        shape = draw(st.sampled_from(["empty", "null", "missing"]))
-        if shape != "missing":
-            tail["choices"] = [] if shape == "empty" else None
-        chunks.append(tail)
-        usage = {
-            "input_tokens": usage["prompt_tokens"] - cached,
+            "input_tokens": prompt - cached,
             "cache_read_input_tokens": cached,
-            "output_tokens": usage["completion_tokens"],
+            "output_tokens": completion,
         }
+    else:
+        chunks.append(finish_chunk)
 
     newline = draw(st.sampled_from(["\n", "\r\n"]))
     frames = [f"data: {orjson.dumps(c).decode()}{newline}{newline}" for c in chunks]
@@ -418,6 +480,10 @@ BLOCKS = st.fixed_dictionaries(
                 "redacted_thinking",
                 "document",
                 "x",
+                "tool_reference",
+                "server_tool_use",
+                "web_search_tool_result",
+                "container_upload",
             ]
         )
     },
@@ -435,10 +501,16 @@ BLOCKS = st.fixed_dictionaries(
         "tool_use_id": JSON_VALUES,
         "content": JSON_VALUES
         | st.lists(
-            st.fixed_dictionaries({"type": st.sampled_from(["text", "image"]), "text": JSON_VALUES})
+            st.fixed_dictionaries(
+                {"type": st.sampled_from(["text", "image", "document", "tool_reference"])},
+                optional={"text": JSON_VALUES, "tool_name": JSON_VALUES},
+            )
         ),
         "is_error": JSON_VALUES,
         "thinking": JSON_VALUES,
+        "tool_name": JSON_VALUES,
+        "title": JSON_VALUES,
+        "cache_control": _maybe(st.just({"type": "ephemeral"})),
     },
 )
 REQUESTS = st.fixed_dictionaries(
@@ -465,7 +537,7 @@ REQUESTS = st.fixed_dictionaries(
                     {},
                     optional={
                         "name": JSON_VALUES,
-                        "type": JSON_VALUES,
+                        "type": JSON_VALUES | st.sampled_from(["custom", "web_search_20250305"]),
                         "input_schema": JSON_VALUES,
                         "description": JSON_VALUES,
                     },
@@ -491,11 +563,26 @@ REQUESTS = st.fixed_dictionaries(
 
 
 @SETTINGS
-@given(REQUESTS)
-def test_any_request_shape_converts_without_error_or_mutation(request: dict[str, Any]) -> None:
+@given(REQUESTS, st.booleans(), st.booleans())
+def test_any_request_shape_converts_or_names_what_it_cannot_send(
+    request: dict[str, Any], files: bool, keep_cache: bool
+) -> None:
+    """Never a silent drop: the converter either translates the request or refuses it naming
+    exactly what ``capabilities.refused`` names for such a provider, so the relay's skip and
+    the converter always agree."""
     before = copy.deepcopy(request)
-    body = to_openai_request(request, "gpt-4o")
-    assert request == before
+    expected = refused(request_needs(request), "openai", Capabilities(files=files))
+    try:
+        body = to_openai_request(
+            request, "gpt-4o", files=files, cache_control=keep_cache, cache_key="session-1"
+        )
+    except Untranslatable as error:
+        assert error.labels == expected
+        assert expected
+        return
+    finally:
+        assert request == before
+    assert not expected
     assert body["stream"] is True
     for message in body["messages"]:
         assert message["role"] in ("system", "user", "assistant", "tool")

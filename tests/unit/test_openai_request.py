@@ -14,6 +14,7 @@ import pytest
 
 from ccbalancer.dialects.base import DEFAULT_BODY_OPTIONS
 from ccbalancer.dialects.openai import OpenAIDialect, to_openai_request
+from ccbalancer.dialects.openai.request import Untranslatable
 
 # Copied from the recordings of the real CLI (CLAUDE_CODE.md section 4).
 SAMPLES = Path(__file__).parent.parent / "fixtures" / "openai" / "requests"
@@ -184,25 +185,103 @@ def test_images_become_image_url_parts() -> None:
     ]
 
 
-def test_unknown_and_unsupported_blocks_are_dropped_without_error() -> None:
+def test_blocks_without_an_openai_form_are_refused_by_name_never_dropped() -> None:
+    """Issue 15 item 4: before, these vanished and the model answered without them."""
     content = [
         {"type": "text", "text": "keep"},
         {
             "type": "document",
             "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"},
         },
-        {
-            "type": "document",
-            "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
-        },
         {"type": "search_result", "source": "x", "title": "t", "content": []},
         {"type": "mystery_block_2027"},
         "not a block",
         {"type": "image", "source": {"type": "file", "file_id": "f_1"}},
     ]
-    assert _messages({"role": "user", "content": content}) == [
-        {"role": "user", "content": "keep\n\nnotes"}
+    with pytest.raises(Untranslatable) as caught:
+        _messages({"role": "user", "content": content})
+    assert caught.value.labels == ["document", "image", "mystery_block_2027", "search_result"]
+
+
+def test_a_pdf_becomes_an_openai_file_part_for_a_provider_that_takes_files() -> None:
+    pdf = {
+        "type": "document",
+        "title": "report.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"},
+    }
+    request = {"model": "m", "messages": [{"role": "user", "content": [pdf, _text("sum up")]}]}
+    sent = to_openai_request(request, "gpt-4o", files=True)["messages"]
+    assert sent == [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "file",
+                    "file": {
+                        "filename": "report.pdf",
+                        "file_data": "data:application/pdf;base64,JVBERi0x",
+                    },
+                },
+                {"type": "text", "text": "sum up"},
+            ],
+        }
     ]
+    with pytest.raises(Untranslatable, match="document"):
+        to_openai_request(request, "gpt-4o")  # files off: refused, not dropped
+
+
+def test_a_pdf_read_by_a_tool_follows_its_tool_message_as_a_file() -> None:
+    pdf = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+    }
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": [pdf]}
+    request = {"model": "m", "messages": [{"role": "user", "content": [result]}]}
+    tool, user = to_openai_request(request, "gpt-4o", files=True)["messages"]
+    assert tool == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "(the tool returned a file; it follows in the next message)",
+    }
+    assert user["content"][0]["type"] == "file"
+
+
+def test_text_documents_and_tool_references_become_text() -> None:
+    content = [
+        {"type": "text", "text": "keep"},
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+        },
+        {"type": "document", "source": {"type": "content", "content": [_text("more")]}},
+    ]
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "content": [{"type": "tool_reference", "tool_name": "WebFetch"}],
+    }
+    assert _messages({"role": "user", "content": [result, *content]}) == [
+        {"role": "tool", "tool_call_id": "t1", "content": "Tool loaded: WebFetch"},
+        {"role": "user", "content": "keep\n\nnotes\n\nmore"},
+    ]
+
+
+def test_server_tool_history_blocks_are_refused() -> None:
+    assistant = {
+        "role": "assistant",
+        "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+            _text("Found it."),
+        ],
+    }
+    with pytest.raises(Untranslatable) as caught:
+        _messages({"role": "user", "content": "news?"}, assistant)
+    assert caught.value.labels == ["server_tool_use", "web_search_tool_result"]
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
 
 
 # --- tool use and results -------------------------------------------------------------------
@@ -332,7 +411,7 @@ def test_thinking_can_be_sent_back_as_reasoning_content_for_deepseek() -> None:
 # --- tools ----------------------------------------------------------------------------------
 
 
-def test_tools_become_functions_and_server_tools_are_dropped() -> None:
+def test_tools_become_functions() -> None:
     tools = [
         {
             "name": "Bash",
@@ -346,7 +425,6 @@ def test_tools_become_functions_and_server_tools_are_dropped() -> None:
             "input_schema": {"type": "object"},
             "defer_loading": True,
         },
-        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
         {"type": "custom", "name": "Custom", "input_schema": SCHEMA},
     ]
     assert _convert(tools=tools)["tools"] == [
@@ -360,6 +438,16 @@ def test_tools_become_functions_and_server_tools_are_dropped() -> None:
         },
         {"type": "function", "function": {"name": "Custom", "parameters": SCHEMA}},
     ]
+
+
+def test_server_tools_are_refused_not_dropped() -> None:
+    tools = [
+        {"name": "Bash", "input_schema": SCHEMA},
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+    ]
+    with pytest.raises(Untranslatable) as caught:
+        _convert(tools=tools)
+    assert caught.value.labels == ["tool web_search_20250305"]
 
 
 @pytest.mark.parametrize(
@@ -385,9 +473,7 @@ def test_disable_parallel_tool_use_turns_off_parallel_calls() -> None:
 
 
 def test_tool_choice_is_not_sent_without_tools() -> None:
-    body = _convert(
-        tools=[{"type": "web_search_20250305", "name": "web_search"}], tool_choice={"type": "any"}
-    )
+    body = _convert(tools=[], tool_choice={"type": "any"})
     assert "tools" not in body
     assert "tool_choice" not in body
 

@@ -117,7 +117,12 @@ def test_message_delta_waits_for_the_usage_chunk_after_finish_reason() -> None:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"input_tokens": 7, "cache_read_input_tokens": 0, "output_tokens": 3},
+                "usage": {
+                    "input_tokens": 7,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "output_tokens": 3,
+                },
             },
         ),
         ("message_stop", {"type": "message_stop"}),
@@ -132,7 +137,12 @@ def test_usage_on_the_finish_chunk_is_reported_at_done() -> None:
     _feed(translator, _chunk({"content": "ok"}), _chunk({}, "stop", usage=usage))
     name, payload = translator.done()[0]
     assert name == "message_delta"
-    assert payload["usage"] == {"input_tokens": 4, "cache_read_input_tokens": 6, "output_tokens": 2}
+    assert payload["usage"] == {
+        "input_tokens": 4,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 6,
+        "output_tokens": 2,
+    }
 
 
 def test_usage_chunk_before_finish_does_not_end_the_message() -> None:

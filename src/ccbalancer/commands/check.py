@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from ccbalancer.commands.loading import config_path, load_or_exit
-from ccbalancer.config.schema import Config
+from ccbalancer.config.schema import Config, ProviderConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
         auth = "passthrough" if p.passthrough_auth else (p.auth_type if p.auth_value else "none")
         proxy = " via proxy" if p.proxy else ""
         print(f"  {p.name:<20} {p.type:<9} {state:<8} auth={auth}{proxy}  weight={p.weight:g}")
+        print(f"  {'':<20} accepts: {_accepts(p)}")
+        options = _request_options(p)
+        if options:
+            print(f"  {'':<20} options: {options}")
     strategy = config.settings.selection_strategy
     print(f"\nroutes (strategy: {strategy}; exact keys first, then globs in file order):")
     for key, entries in config.model_routes.items():
@@ -38,6 +42,30 @@ def run(args: argparse.Namespace) -> int:
     if args.probe:
         return asyncio.run(_probe(config))
     return 0
+
+
+def _accepts(provider: ProviderConfig) -> str:
+    """What a provider takes (its capabilities, defaults per type laid under the config)."""
+    caps = provider.accepts
+    tools = caps.server_tools
+    server = ("all" if tools else "none") if isinstance(tools, bool) else ", ".join(tools)
+    yes_no = {True: "yes", False: "no"}
+    return (
+        f"images {yes_no[caps.images]}, files (PDF) {yes_no[caps.files]}, "
+        f"server tools {server}, thinking {yes_no[caps.thinking]}"
+    )
+
+
+def _request_options(provider: ProviderConfig) -> str:
+    shown = []
+    if provider.betas.drop:
+        shown.append("betas drop " + ", ".join(provider.betas.drop))
+    if provider.betas.allow is not None:
+        shown.append("betas allow " + ", ".join(provider.betas.allow))
+    for key in ("strip_billing_header", "prompt_cache_key", "cache_control"):
+        if getattr(provider, key):
+            shown.append(key)
+    return "; ".join(shown)
 
 
 async def _probe(config: Config) -> int:
@@ -67,7 +95,8 @@ async def _probe(config: Config) -> int:
                 "max_tokens": 1,
                 "messages": [{"role": "user", "content": "ping"}],
             }
-            headers = dialect.headers({}, "" if p.passthrough_auth else p.auth_value, p.auth_type)
+            credential = "" if p.passthrough_auth else p.auth_value
+            headers = dialect.headers({}, credential, p.auth_type, p.header_options)
             headers.update(p.headers)
             started = time.perf_counter()
             try:

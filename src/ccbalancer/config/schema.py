@@ -7,6 +7,7 @@ because it is a pure function of the snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from functools import cached_property
@@ -14,7 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ccbalancer.dialects.base import BodyOptions
+from ccbalancer.dialects.base import BodyOptions, HeaderOptions
+from ccbalancer.dialects.betas import BetaFilter
+from ccbalancer.dialects.capabilities import DEFAULT_CAPABILITIES, Capabilities
 
 DEFAULT_UNHEALTHY_CODES = (
     401, 402, 403, 404, 408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529,
@@ -23,6 +26,33 @@ DEFAULT_UNHEALTHY_CODES = (
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CapabilitiesConfig(_Frozen):
+    """What a provider accepts; unset keys take the type's default (``DEFAULT_CAPABILITIES``)."""
+
+    images: bool | None = None
+    files: bool | None = None
+    server_tools: bool | tuple[str, ...] | None = None
+    thinking: bool | None = None
+
+
+class BetasConfig(_Frozen):
+    """``anthropic-beta`` names to drop, or the only ones to keep (glob patterns)."""
+
+    drop: tuple[str, ...] = ()
+    allow: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_list(self) -> BetasConfig:
+        if self.drop and self.allow is not None:
+            raise ValueError("give either drop or allow, not both")
+        return self
+
+
+# Keys that only mean something for one provider type.
+_ANTHROPIC_ONLY = ("betas", "strip_billing_header")
+_OPENAI_ONLY = ("reasoning_effort", "reasoning_history", "prompt_cache_key", "cache_control")
 
 
 class ProviderConfig(_Frozen):
@@ -39,6 +69,11 @@ class ProviderConfig(_Frozen):
     max_tokens: int = Field(default=0, ge=0)  # 0: the client's max_tokens unchanged
     reasoning_effort: bool = True  # openai only
     reasoning_history: bool = False  # openai only
+    capabilities: CapabilitiesConfig = CapabilitiesConfig()
+    betas: BetasConfig = BetasConfig()  # anthropic only
+    strip_billing_header: bool = False  # anthropic only
+    prompt_cache_key: bool = False  # openai only
+    cache_control: bool = False  # openai only
 
     @field_validator("base_url")
     @classmethod
@@ -58,11 +93,16 @@ class ProviderConfig(_Frozen):
         return value
 
     @model_validator(mode="after")
-    def _openai_only(self) -> ProviderConfig:
-        if self.type != "openai":
-            for key in ("reasoning_effort", "reasoning_history"):
-                if key in self.model_fields_set:
-                    raise ValueError(f"{key} applies to type: openai providers only")
+    def _keys_of_this_type(self) -> ProviderConfig:
+        misplaced = _OPENAI_ONLY if self.type != "openai" else _ANTHROPIC_ONLY
+        for key in misplaced:
+            if key in self.model_fields_set:
+                raise ValueError(f"{key} applies to type: {_other(self.type)} providers only")
+        if self.type == "openai" and self.capabilities.server_tools not in (None, False, ()):
+            raise ValueError(
+                "capabilities.server_tools: an openai-format provider cannot run Anthropic "
+                "server tools (requests with them go to a provider that can)"
+            )
         return self
 
     @property
@@ -70,8 +110,36 @@ class ProviderConfig(_Frozen):
         return self.auth_value == "passthrough"
 
     @cached_property
+    def accepts(self) -> Capabilities:
+        """The capabilities in force: the type's defaults with the configured keys laid over."""
+        given = self.capabilities.model_dump(exclude_none=True)
+        return dataclasses.replace(DEFAULT_CAPABILITIES[self.type], **given)
+
+    @cached_property
+    def beta_filter(self) -> BetaFilter:
+        return BetaFilter(self.betas.drop, self.betas.allow)
+
+    @cached_property
     def body_options(self) -> BodyOptions:
-        return BodyOptions(self.max_tokens, self.reasoning_effort, self.reasoning_history)
+        return BodyOptions(
+            max_tokens=self.max_tokens,
+            reasoning_effort=self.reasoning_effort,
+            reasoning_history=self.reasoning_history,
+            thinking=self.accepts.thinking,
+            files=self.accepts.files,
+            strip_billing_header=self.strip_billing_header,
+            prompt_cache_key=self.prompt_cache_key,
+            cache_control=self.cache_control,
+            betas=self.beta_filter,
+        )
+
+    @cached_property
+    def header_options(self) -> HeaderOptions:
+        return HeaderOptions(betas=self.beta_filter)
+
+
+def _other(kind: str) -> str:
+    return "anthropic" if kind == "openai" else "openai"
 
 
 class RouteEntry(_Frozen):

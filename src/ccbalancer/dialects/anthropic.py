@@ -2,7 +2,10 @@
 
 Requests keep every field the client sent (unknown ones included); only ``model`` may be mapped,
 ``stream`` is forced on (DESIGN.md section 5), our own ``provider`` field is removed, and
-``max_tokens`` is lowered to the provider's ``max_tokens`` when that is set. Response
+``max_tokens`` is lowered to the provider's ``max_tokens`` when that is set. Per provider, and
+only when configured: ``anthropic-beta`` names are filtered (header and body ``anthropic_beta``),
+thinking is left out for providers without it, and Claude Code's billing line is dropped from
+``system`` for relays that cache by prefix (issue 15, items 5-7). Response
 frames are forwarded exactly as received. A 200 that is not an event stream (a JSON error object
 or a whole Message from a relay that ignored ``stream``) is turned into events at the end.
 """
@@ -13,7 +16,14 @@ from typing import Any
 
 import orjson
 
-from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX, BodyOptions, capped_max_tokens
+from ccbalancer.dialects.base import (
+    BILLING_HEADER_PREFIX,
+    DEFAULT_HEADER_OPTIONS,
+    SYNTHETIC_SIGNATURE_PREFIX,
+    BodyOptions,
+    HeaderOptions,
+    capped_max_tokens,
+)
 from ccbalancer.dialects.headers import forwardable
 from ccbalancer.errors import error_type_for_status
 from ccbalancer.sse.event import Event, encode_event
@@ -25,11 +35,19 @@ MIN_THINKING_BUDGET = 1024  # Anthropic rejects a smaller thinking.budget_tokens
 
 class AnthropicDialect:
     kind = "anthropic"
+    wants_input_estimate = False
 
     def url(self, base_url: str, query: str) -> str:
         return f"{base_url}/v1/messages?{query}" if query else f"{base_url}/v1/messages"
 
-    def body(self, request: dict[str, Any], upstream_model: str, options: BodyOptions) -> bytes:
+    def body(
+        self,
+        request: dict[str, Any],
+        upstream_model: str,
+        options: BodyOptions,
+        *,
+        session: str = "",
+    ) -> bytes:
         out = dict(request)
         out.pop("provider", None)
         out["model"] = upstream_model
@@ -38,15 +56,32 @@ class AnthropicDialect:
         if capped is not None:
             out["max_tokens"] = capped
             _fit_thinking_budget(out, capped)
+        if not options.thinking:
+            _leave_out_thinking(out)
+        if options.strip_billing_header:
+            _strip_billing_header(out)
+        betas = out.get("anthropic_beta")
+        if options.betas.active and isinstance(betas, list):
+            out["anthropic_beta"] = options.betas.names(betas)
         messages = out.get("messages")
         if isinstance(messages, list) and _has_synthetic_thinking(messages):
             out["messages"] = [_strip_synthetic(m) for m in messages]
         return orjson.dumps(out)
 
     def headers(
-        self, client_headers: dict[str, str], credential: str, auth_type: str
+        self,
+        client_headers: dict[str, str],
+        credential: str,
+        auth_type: str,
+        options: HeaderOptions = DEFAULT_HEADER_OPTIONS,
     ) -> dict[str, str]:
         headers = forwardable(client_headers)
+        if options.betas.active and "anthropic-beta" in headers:
+            kept = options.betas.header(headers["anthropic-beta"])
+            if kept:
+                headers["anthropic-beta"] = kept
+            else:
+                del headers["anthropic-beta"]
         headers["content-type"] = "application/json"
         headers.setdefault("anthropic-version", "2023-06-01")
         if credential:
@@ -56,8 +91,10 @@ class AnthropicDialect:
                 headers["x-api-key"] = credential
         return headers
 
-    def decoder(self, client_model: str, content_type: str) -> AnthropicDecoder:
-        return AnthropicDecoder(content_type)
+    def decoder(
+        self, client_model: str, content_type: str, *, input_estimate: int = 0
+    ) -> AnthropicDecoder:
+        return AnthropicDecoder(content_type)  # Anthropic reports real usage up front
 
     def error(self, status: int, body: bytes) -> tuple[str, str]:
         return anthropic_error(status, body)
@@ -197,6 +234,44 @@ def _fit_thinking_budget(out: dict[str, Any], max_tokens: int) -> None:
         out["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
     else:
         del out["thinking"]
+
+
+def _leave_out_thinking(out: dict[str, Any]) -> None:
+    """For a provider without extended thinking: no ``thinking`` request, and no context
+    edits that only exist for thinking (Claude Code sends ``clear_thinking_*``)."""
+    out.pop("thinking", None)
+    management = out.get("context_management")
+    edits = management.get("edits") if isinstance(management, dict) else None
+    if isinstance(management, dict) and isinstance(edits, list):
+        kept = [
+            e
+            for e in edits
+            if not (isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking"))
+        ]
+        if kept:
+            out["context_management"] = {**management, "edits": kept}
+        else:
+            del out["context_management"]
+
+
+def _strip_billing_header(out: dict[str, Any]) -> None:
+    """Claude Code's ``x-anthropic-billing-header`` line changes with every conversation
+    (CLAUDE_CODE.md section 4); a relay that caches by prefix then never hits across them."""
+    system = out.get("system")
+    if isinstance(system, list):
+        kept = [b for b in system if not _billing_block(b)]
+        if len(kept) != len(system):
+            out["system"] = kept
+    elif isinstance(system, str) and system.startswith(BILLING_HEADER_PREFIX):
+        out["system"] = system.partition("\n")[2].lstrip("\n")
+
+
+def _billing_block(block: Any) -> bool:
+    return (
+        isinstance(block, dict)
+        and block.get("type") == "text"
+        and str(block.get("text", "")).startswith(BILLING_HEADER_PREFIX)
+    )
 
 
 def _synthetic(block: Any) -> bool:

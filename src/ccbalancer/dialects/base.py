@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ccbalancer.dialects.betas import NO_BETA_FILTER, BetaFilter
 from ccbalancer.sse.event import Event
 
 # Thinking blocks that ccbalancer makes from an OpenAI provider's reasoning text carry a
 # signature with this prefix. Claude Code echoes them back; the Anthropic dialect drops them
 # from history, since an Anthropic upstream rejects a signature it did not issue.
 SYNTHETIC_SIGNATURE_PREFIX = "ccbalancer-synthetic:"
+
+# Claude Code's first system block: attribution that changes per conversation (CLAUDE_CODE.md
+# section 4), so it defeats prefix caching wherever it is forwarded.
+BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +25,25 @@ class BodyOptions:
     max_tokens: int = 0  # > 0: ask for at most this many output tokens
     reasoning_effort: bool = True  # openai: Anthropic `thinking` -> `reasoning_effort`
     reasoning_history: bool = False  # openai: earlier thinking -> `reasoning_content`
+    thinking: bool = True  # False: no thinking request at all (capabilities.thinking)
+    files: bool = False  # openai: base64 PDFs -> `file` parts (capabilities.files)
+    strip_billing_header: bool = False  # anthropic: drop Claude Code's billing line
+    prompt_cache_key: bool = False  # openai: a per-session `prompt_cache_key`
+    cache_control: bool = False  # openai: keep `cache_control` markers on parts
+    betas: BetaFilter = NO_BETA_FILTER  # anthropic: the body's `anthropic_beta` list
 
 
 DEFAULT_BODY_OPTIONS = BodyOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOptions:
+    """One provider's choices for the headers sent to it (from its config entry)."""
+
+    betas: BetaFilter = NO_BETA_FILTER  # anthropic: the `anthropic-beta` header
+
+
+DEFAULT_HEADER_OPTIONS = HeaderOptions()
 
 
 def capped_max_tokens(request: dict[str, Any], limit: int) -> int | None:
@@ -43,8 +64,9 @@ class StreamDecoder(Protocol):
     ``error`` event; a stream cut short simply ends without ``message_delta`` — deciding that
     it failed is the caller's job.
 
-    ``start_usage_estimated``: the ``message_start`` usage is a local estimate (a converted
-    provider reports usage only at the end); it is shown to the client, never recorded.
+    ``start_usage_estimated``: True when ``message_start``'s ``input_tokens`` is the caller's
+    local estimate rather than the provider's count (the real numbers come in
+    ``message_delta``); records, costs and budgets must then ignore ``message_start`` usage.
     """
 
     start_usage_estimated: bool
@@ -58,25 +80,43 @@ class Dialect(Protocol):
     """How to talk to one kind of provider."""
 
     kind: str
+    # True when its decoders show an estimate of input tokens in message_start until the
+    # provider reports usage at the end; the caller computes one only then (it costs CPU).
+    wants_input_estimate: bool
 
     def url(self, base_url: str, query: str) -> str:
         """The upstream URL for a Messages call (``query`` is the client's query string)."""
         ...
 
-    def body(self, request: dict[str, Any], upstream_model: str, options: BodyOptions) -> bytes:
+    def body(
+        self,
+        request: dict[str, Any],
+        upstream_model: str,
+        options: BodyOptions,
+        *,
+        session: str = "",
+    ) -> bytes:
         """The upstream request body. ``request`` is the client's parsed body (never mutated);
-        ``upstream_model`` the model to ask for; ``options`` the provider's body settings.
-        The upstream call always streams."""
+        ``upstream_model`` the model to ask for; ``options`` the provider's body settings;
+        ``session`` the client's session (``session.cache_session``), for a provider-side
+        cache key. The upstream call always streams."""
         ...
 
     def headers(
-        self, client_headers: dict[str, str], credential: str, auth_type: str
+        self,
+        client_headers: dict[str, str],
+        credential: str,
+        auth_type: str,
+        options: HeaderOptions = DEFAULT_HEADER_OPTIONS,
     ) -> dict[str, str]:
         """Upstream request headers: forwarded client headers plus the credential."""
         ...
 
-    def decoder(self, client_model: str, content_type: str) -> StreamDecoder:
-        """A fresh decoder for one response (``content_type`` of the 200 answer)."""
+    def decoder(
+        self, client_model: str, content_type: str, *, input_estimate: int = 0
+    ) -> StreamDecoder:
+        """A fresh decoder for one response (``content_type`` of the 200 answer);
+        ``input_estimate`` goes into ``message_start`` where ``wants_input_estimate``."""
         ...
 
     def error(self, status: int, body: bytes) -> tuple[str, str]:

@@ -25,7 +25,6 @@ STAMP_MARKER = "@@ccb-stamp@@"
 THINKING = "The user wants a short answer. Mock reasoning goes here."
 SIGNATURE = "EqQBCgIYAhIMmockSignature0ccbalancer1mockZ2lnbmF0dXJl"
 REDACTED = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"
-TOOL_NAME = "Bash"
 
 _WORD = re.compile(r"\s*\S+")
 
@@ -99,16 +98,18 @@ def _text_block(script: Script, text: str) -> Block:
     return Block("text", tuple(split_text(text, script.events)))
 
 
-def tool_block(name: str, arguments: dict[str, object]) -> Block:
-    """A ``tool_use`` of ``name`` with ``arguments``, its JSON streamed in small fragments."""
-    encoded = orjson.dumps(arguments).decode()
+def tool_block(name: str, arguments: dict[str, object] | str) -> Block:
+    """A ``tool_use`` of ``name`` with ``arguments`` (an object, or its JSON text), its JSON
+    streamed in small fragments."""
+    encoded = arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
     # the real API often opens with an empty fragment; clients must cope, so the mock does too
     pieces = ("", *_chunks(encoded, 10))
     return Block("tool_use", pieces, id=f"toolu_mock_{uuid.uuid4().hex[:20]}", name=name)
 
 
 def _tool_block(script: Script) -> Block:
-    return tool_block(TOOL_NAME, {"command": script.tool_command, "description": "mock tool call"})
+    default: dict[str, object] = {"command": script.tool_command, "description": "mock tool call"}
+    return tool_block(script.tool_name, script.tool_input or default)
 
 
 def plan_of(blocks: tuple[Block, ...]) -> Plan:

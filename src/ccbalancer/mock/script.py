@@ -56,6 +56,8 @@ class Script:
     stamp: bool = False
     input_tokens: int = 25
     tool_command: str = "echo CCB_TOOL_OK"
+    tool_name: str = "Bash"  # the tool the tool_use replies call
+    tool_input: str = ""  # its input as a JSON object; "" = Bash's {"command": tool_command}
     fail_rate: float = 0.0
     ping: bool = True
     act: bool = False  # tools offered + words asking for an action: use a tool (mock/act.py)
@@ -98,7 +100,16 @@ def _check(name: str, value: Any) -> Any:
     choices = _CHOICES.get(name)
     if choices is not None and value not in choices:
         raise ValueError(f"Script.{name} must be one of {choices}, got {value!r}")
+    if name == "tool_input" and value and not _json_object(value):
+        raise ValueError(f"Script.tool_input must be a JSON object, got {value!r}")
     return value
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def apply_fields(base: Script, fields: dict[str, Any]) -> Script:

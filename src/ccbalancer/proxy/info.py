@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from importlib import resources
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -17,9 +18,11 @@ from ccbalancer.config.schema import Config
 from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.errors import ClientError, ConfigError, UpstreamError
 from ccbalancer.proxy import respond
-from ccbalancer.proxy.handler import passthrough_credential, read_json_body
+from ccbalancer.proxy.handler import client_credential, passthrough_credential, read_json_body
 from ccbalancer.relay.failures import Redaction
 from ccbalancer.runtime import RUNTIME, Runtime
+from ccbalancer.sharing.calls import Answer
+from ccbalancer.sharing.key import coalescing_key
 
 # Well-known Claude model ids offered for glob routes in /v1/models (exact keys are listed as
 # written); a glob itself is not a model id a client could pick.
@@ -170,7 +173,9 @@ async def dashboard_data(request: web.Request) -> web.Response:
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """Forwarded to the first available Anthropic provider of the route; else estimated."""
+    """Forwarded to the first available Anthropic provider of the route; else estimated.
+    Identical requests (keyed like request sharing) share one upstream call and, for a
+    minute, its answer (issue 15, item 10)."""
     runtime: Runtime = request.app[RUNTIME]
     config = runtime.config
     try:
@@ -182,6 +187,28 @@ async def count_tokens(request: web.Request) -> web.Response:
     except ClientError as error:
         return respond.client_error_response(error)
     headers = {k.lower(): v for k, v in request.headers.items()}
+    query = request.query_string
+    key = coalescing_key(client_credential(headers), body, headers, False, query)
+    answer = await runtime.counts.get(
+        key, functools.partial(_count, runtime, config, model, body, headers, query)
+    )
+    return web.Response(
+        status=answer.status, body=answer.body, content_type="application/json",
+        headers=answer.headers,
+    )  # fmt: skip
+
+
+async def _count(
+    runtime: Runtime,
+    config: Config,
+    model: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    query: str,
+) -> Answer:
+    """The upstream count, or the local estimate. Failures here never count against a
+    provider's health: count_tokens is advisory, and a provider that cannot count (or
+    hiccups) still serves messages."""
     route = config.route_for(model)
     now = runtime.clock()
     for entry in route[1] if route else ():
@@ -200,11 +227,13 @@ async def count_tokens(request: web.Request) -> web.Response:
             if provider.passthrough_auth
             else provider.auth_value
         )
-        out_headers = dialect.headers(headers, credential, provider.auth_type)
+        out_headers = dialect.headers(
+            headers, credential, provider.auth_type, provider.header_options
+        )
         out_headers.update(provider.headers)
         url = provider.base_url + "/v1/messages/count_tokens"
-        if request.query_string:
-            url += "?" + request.query_string
+        if query:
+            url += "?" + query
         try:
             resp = await runtime.client.open(
                 provider,
@@ -221,17 +250,12 @@ async def count_tokens(request: web.Request) -> web.Response:
         finally:
             resp.close()
         if status == 200:
-            return web.Response(
-                body=answer,
-                content_type="application/json",
-                headers={"x-provider-used": provider.name},
-            )
+            return Answer(200, answer, {"x-provider-used": provider.name})
         if 400 <= status < 500 and status not in config.settings.unhealthy_http_codes:
             error_type, message = dialect.error(status, answer)
             told = Redaction(runtime.redactor.scrub, credential).text(message)
-            return respond.error_response(
-                status, error_type, told, {"x-provider-used": provider.name}
+            return Answer(
+                status, respond.envelope(error_type, told), {"x-provider-used": provider.name}
             )
-    return _json(
-        {"input_tokens": estimate_input_tokens(body)}, headers={"x-ccbalancer-estimated": "true"}
-    )
+    estimate = orjson.dumps({"input_tokens": estimate_input_tokens(body)})
+    return Answer(200, estimate, {"x-ccbalancer-estimated": "true"})

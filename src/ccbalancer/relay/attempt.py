@@ -16,7 +16,9 @@ import time
 
 from ccbalancer.config.schema import Config, ProviderConfig
 from ccbalancer.dialects.base import Dialect, StreamDecoder
+from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.dialects.headers import returned
+from ccbalancer.dialects.session import cache_session
 from ccbalancer.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -112,7 +114,12 @@ class AttemptRun:
                     provider,
                     dialect.url(provider.base_url, call.query),
                     self._headers(),
-                    dialect.body(call.body, self.upstream_model, provider.body_options),
+                    dialect.body(
+                        call.body,
+                        self.upstream_model,
+                        provider.body_options,
+                        session=cache_session(call.headers, call.body),
+                    ),
                     timeouts.streaming,
                 )
         except TimeoutError:
@@ -124,7 +131,12 @@ class AttemptRun:
             self._ttfb = time.perf_counter() - self._sent
             if response.status != 200:
                 raise await _status_error(response, dialect, provider.name, call.config)
-            self._decoder = decoder = dialect.decoder(call.model, response.content_type)
+            # an early input estimate for providers that report usage only at the end
+            # (computed only for them: it costs CPU on a large body)
+            estimate = estimate_input_tokens(call.body) if dialect.wants_input_estimate else 0
+            self._decoder = decoder = dialect.decoder(
+                call.model, response.content_type, input_estimate=estimate
+            )
             self._machine.start_usage_estimated = decoder.start_usage_estimated
             self._done = asyncio.get_running_loop().create_future()
             self._arm(deadline.at)
@@ -231,7 +243,9 @@ class AttemptRun:
     def _headers(self) -> dict[str, str]:
         call, provider = self.call, self.provider
         credential = call.credential if provider.passthrough_auth else provider.auth_value
-        headers = self.dialect.headers(call.headers, credential, provider.auth_type)
+        headers = self.dialect.headers(
+            call.headers, credential, provider.auth_type, provider.header_options
+        )
         headers.update(provider.headers)
         return headers
 

@@ -150,6 +150,19 @@ def unknown_provider(name: str) -> Failure:
     return Failure(400, "invalid_request_error", f"unknown provider {name!r}", False)
 
 
+def content_refused(model: str, refusals: list[tuple[str, list[str]]]) -> Failure:
+    """No candidate can take what the request holds (issue 15, item 4): a 400 naming the
+    blocks and the providers tried. Not a provider failure, and no retry would help."""
+    labels = sorted({label for _, cannot in refusals for label in cannot})
+    tried = "; ".join(f"{name} cannot take {', '.join(cannot)}" for name, cannot in refusals)
+    message = (
+        f"no provider for model {model} can take this request's {', '.join(labels)} "
+        f"(tried: {tried}); route the model to a provider that accepts them "
+        "(see capabilities in the balancer's provider config)"
+    )
+    return Failure(400, "invalid_request_error", message, committed=False)
+
+
 def mid_stream(error: UpstreamError) -> tuple[Event, Failure]:
     """The ``event: error`` frame that ends a committed stream, and the failure recorded.
 

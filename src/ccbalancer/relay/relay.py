@@ -16,6 +16,7 @@ from collections.abc import Callable
 from ccbalancer.balance import Planner
 from ccbalancer.config.schema import Config, ProviderConfig
 from ccbalancer.dialects.base import Dialect
+from ccbalancer.dialects.capabilities import refused, request_needs
 from ccbalancer.errors import UpstreamError, UpstreamStatusError
 from ccbalancer.observe.record import Attempt
 from ccbalancer.relay import failures
@@ -59,9 +60,18 @@ class Relay:
         attempts = broadcast.outcome.attempts
         errors: list[UpstreamError] = []
         skipped = [f"{name}: {why}" for name, why in plan.skipped]
+        # a candidate that cannot take what the request holds (a PDF, a server tool...) is
+        # passed over for one that can (issue 15, items 4-5)
+        needs = request_needs(call.body)
+        refusals: list[tuple[str, list[str]]] = []
         for candidate in plan.candidates:
             name = candidate.provider
             provider = config.providers_by_name[name]
+            cannot = refused(needs, provider.type, provider.accepts) if needs else []
+            if cannot:
+                refusals.append((name, cannot))
+                skipped.append(f"{name}: cannot take {', '.join(cannot)}")
+                continue
             health = self.health.get(name)
             if not health.acquire(self.health.clock()):
                 skipped.append(f"{name}: busy (half-open probe or full)")
@@ -105,6 +115,15 @@ class Relay:
             else:
                 health.release_success(self.health.clock(), broadcast.outcome.ttfc)
                 self.planner.succeeded(config, plan.route_key, call.session, name)
+                return
+        if refusals and len(refusals) == len(plan.candidates) and not errors:
+            # nobody could take it; unless a provider cooling down could, that will not change
+            resting = [config.providers_by_name.get(n) for n, _ in plan.skipped]
+            if not any(
+                p is not None and p.enabled and not refused(needs, p.type, p.accepts)
+                for p in resting
+            ):
+                broadcast.fail(failures.content_refused(call.model, refusals))
                 return
         met = [e.provider for e in errors] + [n for n, _ in plan.skipped]
         broadcast.fail(

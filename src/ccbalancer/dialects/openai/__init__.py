@@ -8,7 +8,7 @@
 from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX
 from ccbalancer.dialects.openai.dialect import OpenAIDialect, OpenAIStreamDecoder
 from ccbalancer.dialects.openai.errors import map_openai_error
-from ccbalancer.dialects.openai.request import to_openai_request
+from ccbalancer.dialects.openai.request import Untranslatable, to_openai_request
 from ccbalancer.dialects.openai.stream import OpenAIStreamTranslator
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "OpenAIDialect",
     "OpenAIStreamDecoder",
     "OpenAIStreamTranslator",
+    "Untranslatable",
     "map_openai_error",
     "to_openai_request",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ccbalancer.dialects.base import BodyOptions
+from ccbalancer.dialects.base import DEFAULT_HEADER_OPTIONS, BodyOptions, HeaderOptions
 from ccbalancer.dialects.openai.errors import map_openai_error
 from ccbalancer.dialects.openai.request import to_openai_request
 from ccbalancer.dialects.openai.response import completion_chunks
@@ -37,6 +37,7 @@ class OpenAIDialect:
     """Dialect for ``type: openai`` providers; per-provider choices come with each body."""
 
     kind = "openai"
+    wants_input_estimate = True
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.max_event_bytes = max_event_bytes
@@ -47,19 +48,33 @@ class OpenAIDialect:
         base = base_url.rstrip("/")
         return base if base.endswith(_ENDPOINT) else base + _ENDPOINT
 
-    def body(self, request: dict[str, Any], upstream_model: str, options: BodyOptions) -> bytes:
+    def body(
+        self,
+        request: dict[str, Any],
+        upstream_model: str,
+        options: BodyOptions,
+        *,
+        session: str = "",
+    ) -> bytes:
         return orjson.dumps(
             to_openai_request(
                 request,
                 upstream_model,
-                reasoning_effort=options.reasoning_effort,
+                reasoning_effort=options.reasoning_effort and options.thinking,
                 reasoning_history=options.reasoning_history,
                 max_tokens_limit=options.max_tokens,
+                files=options.files,
+                cache_control=options.cache_control,
+                cache_key=session if options.prompt_cache_key else "",
             )
         )
 
     def headers(
-        self, client_headers: dict[str, str], credential: str, auth_type: str
+        self,
+        client_headers: dict[str, str],
+        credential: str,
+        auth_type: str,
+        options: HeaderOptions = DEFAULT_HEADER_OPTIONS,
     ) -> dict[str, str]:
         # Both auth types are Bearer for OpenAI. Client headers (anthropic-*, x-api-key,
         # x-stainless-*, the session id) mean nothing here and are not forwarded.
@@ -68,8 +83,12 @@ class OpenAIDialect:
             headers["authorization"] = "Bearer " + credential
         return headers
 
-    def decoder(self, client_model: str, content_type: str) -> OpenAIStreamDecoder:
-        return OpenAIStreamDecoder(client_model, content_type, self.max_event_bytes)
+    def decoder(
+        self, client_model: str, content_type: str, *, input_estimate: int = 0
+    ) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder(
+            client_model, content_type, self.max_event_bytes, input_estimate=input_estimate
+        )
 
     def error(self, status: int, body: bytes) -> tuple[str, str]:
         return map_openai_error(status, body)
@@ -78,7 +97,9 @@ class OpenAIDialect:
 class OpenAIStreamDecoder:
     """Response bytes of one OpenAI answer -> Anthropic ``Event``s, incrementally."""
 
-    start_usage_estimated = False
+    # message_start carries the caller's local estimate of input tokens (OpenAI servers report
+    # usage only at the end); records must take usage from message_delta only.
+    start_usage_estimated = True
 
     __slots__ = (
         "_body",
@@ -95,8 +116,10 @@ class OpenAIStreamDecoder:
         client_model: str,
         content_type: str = "text/event-stream",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        *,
+        input_estimate: int = 0,
     ) -> None:
-        self._translator = OpenAIStreamTranslator(client_model)
+        self._translator = OpenAIStreamTranslator(client_model, input_estimate)
         self._parser = SSEParser(max_event_bytes)
         self._max_bytes = max_event_bytes
         media_type = content_type.split(";", 1)[0].strip().lower()

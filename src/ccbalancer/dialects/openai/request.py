@@ -5,25 +5,27 @@ input (sub-objects such as tool schemas are shared, not copied, because the resu
 serialised at once). Claude Code's quirks are handled here: the per-conversation billing block
 in ``system[0]`` is dropped (it would defeat the upstream's prefix cache), ``role: system``
 messages inside ``messages`` keep their position, and thinking blocks echoed back from earlier
-turns are dropped (or, opt-in, sent as DeepSeek's ``reasoning_content``). Everything with no
-OpenAI equivalent is dropped rather than rejected: ``cache_control``, ``metadata``,
-``context_management``, ``output_config`` (except its effort), ``top_k``, server tools,
-``document`` blocks that carry no plain text, and block types this module does not know.
+turns are dropped (or, opt-in, sent as DeepSeek's ``reasoning_content``). Fields that only
+steer Anthropic's API are left out: ``metadata``, ``context_management``, ``output_config``
+(except its effort), ``top_k``, and ``cache_control`` unless the provider keeps it.
+
+Content is never dropped silently (issue 15, item 4): a request holding blocks with no OpenAI
+form (server tools and their history blocks, PDFs by URL or file id, PDFs for a provider
+without files, unknown block types) raises ``Untranslatable``, naming them, before anything is
+built; ``capabilities.refused`` gives the relay the same answer up front, so it skips such a
+provider instead. User content is converted in ``content``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, TypeGuard
 
 import orjson
 
-from ccbalancer.dialects.base import capped_max_tokens
-
-BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
-
-# Text blocks of one message become one string: simple servers reject content arrays, and a
-# blank line keeps Claude Code's <system-reminder> block visibly apart from the prompt.
-_JOIN = "\n\n"
+from ccbalancer.dialects.base import BILLING_HEADER_PREFIX, capped_max_tokens
+from ccbalancer.dialects.capabilities import Capabilities, refused, request_needs
+from ccbalancer.dialects.openai.content import JOIN, Content
 
 # Anthropic's output_config.effort -> the reasoning_effort values every OpenAI-compatible
 # server knows (the newer "xhigh"/"max" are not accepted by older servers).
@@ -37,7 +39,15 @@ _EFFORT = {
 }
 _DEFAULT_EFFORT = "medium"
 _MAX_STOP_SEQUENCES = 4  # OpenAI rejects more than four `stop` strings
-_IMAGE_PLACEHOLDER = "(the tool returned an image; it follows in the next message)"
+_PROMPT_CACHE_KEY_PREFIX = "ccb-"
+
+
+class Untranslatable(ValueError):
+    """The request holds content this provider cannot be sent (``labels`` names it)."""
+
+    def __init__(self, labels: list[str]) -> None:
+        super().__init__("no OpenAI form for: " + ", ".join(labels))
+        self.labels = labels
 
 
 def to_openai_request(
@@ -47,6 +57,9 @@ def to_openai_request(
     reasoning_effort: bool = True,
     reasoning_history: bool = False,
     max_tokens_limit: int = 0,
+    files: bool = False,
+    cache_control: bool = False,
+    cache_key: str = "",
 ) -> dict[str, Any]:
     """The chat.completions body for ``request``, always streaming with usage.
 
@@ -56,10 +69,17 @@ def to_openai_request(
     as ``reasoning_content`` (DeepSeek's thinking mode requires it on tool-call turns).
     ``max_tokens_limit``: when > 0, the most output tokens to ask this server for (Claude Code
     asks for 32,000 and more; many servers reject a value above their model's limit).
+    ``files``: base64 PDFs become ``file`` parts (else they raise ``Untranslatable``).
+    ``cache_control``: keep Anthropic's cache markers on text parts. ``cache_key``: sent as
+    ``prompt_cache_key`` (a hash of the client's session; "" sends none).
     """
+    missing = refused(request_needs(request), "openai", Capabilities(files=files))
+    if missing:
+        raise Untranslatable(missing)
+    content = Content(cache_control)
     body: dict[str, Any] = {
         "model": upstream_model,
-        "messages": _messages(request, reasoning_history),
+        "messages": _messages(request, reasoning_history, content),
     }
     tools = _tools(request.get("tools"))
     if tools:
@@ -83,14 +103,20 @@ def to_openai_request(
         effort = _reasoning_effort(request)
         if effort is not None:
             body["reasoning_effort"] = effort
+    if cache_key:
+        body["prompt_cache_key"] = (
+            _PROMPT_CACHE_KEY_PREFIX + hashlib.sha256(cache_key.encode()).hexdigest()[:32]
+        )
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
     return body
 
 
-def _messages(request: dict[str, Any], reasoning_history: bool) -> list[dict[str, Any]]:
+def _messages(
+    request: dict[str, Any], reasoning_history: bool, user: Content
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    system = _system_text(request.get("system"))
+    system = _system(request.get("system"), user)
     if system:
         out.append({"role": "system", "content": system})
     messages = request.get("messages")
@@ -100,34 +126,34 @@ def _messages(request: dict[str, Any], reasoning_history: bool) -> list[dict[str
         if not isinstance(message, dict):
             continue
         role = message.get("role")
-        content = message.get("content")
+        blocks = message.get("content")
         if role == "user":
-            out.extend(_user(content))
+            out.extend(user.user(blocks))
         elif role == "assistant":
-            converted = _assistant(content, reasoning_history)
+            converted = _assistant(blocks, reasoning_history)
             if converted is not None:
                 out.append(converted)
         elif role == "system":
             # Claude Code 2.1.x puts environment text here mid-conversation; its per-message
             # output_config has no OpenAI equivalent and is dropped.
-            text = _joined_text(content)
+            text = _joined_text(blocks)
             if text:
                 out.append({"role": "system", "content": text})
     return out
 
 
-def _system_text(system: object) -> str:
+def _system(system: object, user: Content) -> str | list[dict[str, Any]]:
     if isinstance(system, str):
         return system
     if not isinstance(system, list):
         return ""
-    texts = []
+    parts = []
     for block in system:
         if isinstance(block, dict) and block.get("type") == "text":
             text = block.get("text")
             if isinstance(text, str) and text and not text.startswith(BILLING_HEADER_PREFIX):
-                texts.append(text)
-    return _JOIN.join(texts)
+                parts.append(user.text_part(text, block))
+    return user.joined(parts) if parts else ""
 
 
 def _joined_text(content: object) -> str:
@@ -141,107 +167,7 @@ def _joined_text(content: object) -> str:
             text = block.get("text")
             if isinstance(text, str) and text:
                 texts.append(text)
-    return _JOIN.join(texts)
-
-
-def _user(content: object) -> list[dict[str, Any]]:
-    """One user message -> its tool results as ``tool`` messages, then one user message."""
-    if isinstance(content, str):
-        return [{"role": "user", "content": content}]
-    if not isinstance(content, list):
-        return []
-    out: list[dict[str, Any]] = []
-    moved_images: list[dict[str, Any]] = []
-    parts: list[dict[str, Any]] = []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        if kind == "tool_result":
-            # OpenAI wants the tool answers right after the assistant's tool_calls, so they
-            # go before any other content of this message.
-            out.append(_tool_message(block, moved_images))
-        elif kind == "text":
-            text = block.get("text")
-            if isinstance(text, str) and text:
-                parts.append({"type": "text", "text": text})
-        elif kind == "image":
-            image = _image_part(block)
-            if image is not None:
-                parts.append(image)
-        elif kind == "document":
-            text = _document_text(block)
-            if text:
-                parts.append({"type": "text", "text": text})
-    # `tool` messages cannot carry images, so those from tool results follow as user content.
-    parts = moved_images + parts
-    if parts:
-        out.append({"role": "user", "content": _user_content(parts)})
-    return out
-
-
-def _tool_message(block: dict[str, Any], moved_images: list[dict[str, Any]]) -> dict[str, Any]:
-    content = block.get("content")
-    texts: list[str] = []
-    had_image = False
-    if isinstance(content, str):
-        texts.append(content)
-    elif isinstance(content, list):
-        for item in content:
-            if not isinstance(item, dict):
-                continue
-            if item.get("type") == "text" and isinstance(item.get("text"), str):
-                texts.append(item["text"])
-            elif item.get("type") == "image":
-                image = _image_part(item)
-                if image is not None:
-                    moved_images.append(image)
-                    had_image = True
-    text = _JOIN.join(t for t in texts if t)
-    if not text and had_image:
-        text = _IMAGE_PLACEHOLDER
-    if block.get("is_error") is True:
-        # OpenAI has no error flag on tool messages; the model must still learn it failed.
-        text = "Error: " + text
-    tool_use_id = block.get("tool_use_id")
-    return {
-        "role": "tool",
-        "tool_call_id": tool_use_id if isinstance(tool_use_id, str) else "",
-        "content": text,
-    }
-
-
-def _image_part(block: dict[str, Any]) -> dict[str, Any] | None:
-    source = block.get("source")
-    if not isinstance(source, dict):
-        return None
-    kind = source.get("type")
-    if kind == "base64":
-        media_type = source.get("media_type")
-        data = source.get("data")
-        if isinstance(media_type, str) and isinstance(data, str):
-            return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{data}"}}
-    elif kind == "url":
-        url = source.get("url")
-        if isinstance(url, str) and url:
-            return {"type": "image_url", "image_url": {"url": url}}
-    return None
-
-
-def _document_text(block: dict[str, Any]) -> str:
-    """Plain-text documents survive as text; PDFs and files have no general equivalent."""
-    source = block.get("source")
-    if isinstance(source, dict) and source.get("type") == "text":
-        data = source.get("data")
-        if isinstance(data, str):
-            return data
-    return ""
-
-
-def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    if all(part["type"] == "text" for part in parts):
-        return _JOIN.join(part["text"] for part in parts)
-    return parts
+    return JOIN.join(texts)
 
 
 def _assistant(content: object, reasoning_history: bool) -> dict[str, Any] | None:
@@ -269,11 +195,11 @@ def _assistant(content: object, reasoning_history: bool) -> dict[str, Any] | Non
         # redacted_thinking, server tool blocks and unknown types: no OpenAI equivalent
     if not texts and not calls:
         return None  # e.g. a turn that held only thinking: an empty message would be rejected
-    message: dict[str, Any] = {"role": "assistant", "content": _JOIN.join(texts) if texts else None}
+    message: dict[str, Any] = {"role": "assistant", "content": JOIN.join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
     if reasoning:
-        message["reasoning_content"] = _JOIN.join(reasoning)
+        message["reasoning_content"] = JOIN.join(reasoning)
     return message
 
 

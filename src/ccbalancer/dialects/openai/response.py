@@ -2,9 +2,9 @@
 
 Some OpenAI-compatible servers ignore ``stream: true`` and answer with one JSON document
 (PROTOCOL.md c.2, "Non-streaming OpenAI response"). Rewriting it as a single chunk (reasoning,
-content, tool calls with complete arguments, finish_reason and usage) lets the same
-``OpenAIStreamTranslator`` produce the Anthropic event sequence, so both paths share every
-mapping rule. Arguments that are not valid JSON are kept as a string under
+content as a string or a list of parts, tool calls with complete arguments, finish_reason and
+usage) lets the same ``OpenAIStreamTranslator`` produce the Anthropic event sequence, so both
+paths share every mapping rule. Arguments that are not valid JSON are kept as a string under
 ``RAW_ARGUMENTS_KEY`` instead of failing a request the model did answer.
 """
 
@@ -26,9 +26,12 @@ def completion_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
     if body.get("error") or not isinstance(choice, dict) or not isinstance(message, dict):
         return [body]
     delta: dict[str, Any] = {}
-    for key in ("reasoning_content", "reasoning", "content", "refusal"):
+    for key in ("reasoning_content", "reasoning", "refusal"):
         if isinstance(message.get(key), str):
             delta[key] = message[key]
+    content = message.get("content")
+    if isinstance(content, str | list):  # a list of parts: Mistral's reasoning models
+        delta["content"] = content
     calls = message.get("tool_calls")
     if isinstance(calls, list):
         delta["tool_calls"] = [

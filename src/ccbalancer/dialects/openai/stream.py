@@ -2,14 +2,17 @@
 
 ``OpenAIStreamTranslator`` is a sans-IO state machine for one response: parsed chunks in,
 ``(event name, payload)`` pairs out, as early as each is known, so a client sees text while
-the upstream is still writing. Reasoning (``reasoning_content`` / ``reasoning``) becomes
-thinking blocks closed by a synthetic signature, text becomes text blocks, tool calls become
-tool_use blocks streamed with ``input_json_delta``. Anthropic blocks never interleave, so
-when a second tool call starts before the open one's arguments are complete JSON, that call
-and any later one are buffered and emitted whole, in index order, at ``finish_reason``. The
-closing ``message_delta`` waits for the usage chunk that follows ``finish_reason`` (or
-``[DONE]`` / EOF); a stream that ends without ``finish_reason`` ends without it, which tells
-the caller the answer was cut short. Payloads are fresh dicts, never copies of the chunk.
+the upstream is still writing. Reasoning (``reasoning_content`` / ``reasoning``, or thinking
+parts of a ``content`` list, see ``parts``) becomes thinking blocks closed by a synthetic
+signature, text becomes text blocks, tool calls become tool_use blocks streamed with
+``input_json_delta`` (an id the provider repeats within the answer is made unique).
+Anthropic blocks never interleave, so when a second tool call starts before the open one's
+arguments are complete JSON, that call and any later one are buffered and emitted whole, in
+index order, at ``finish_reason``. The closing ``message_delta`` waits for the usage chunk
+that follows ``finish_reason`` (or ``[DONE]`` / EOF) and maps it with
+``usage.anthropic_usage``; until then ``message_start`` carries the caller's estimate of
+input tokens. A stream that ends without ``finish_reason`` ends without ``message_delta``,
+which tells the caller the answer was cut short. Payloads are fresh dicts, never copies.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import orjson
 
 from ccbalancer.dialects.base import SYNTHETIC_SIGNATURE_PREFIX
 from ccbalancer.dialects.openai.errors import map_stream_error
+from ccbalancer.dialects.openai.parts import content_pieces
+from ccbalancer.dialects.openai.usage import anthropic_usage
 
 # Claude Code echoes thinking blocks back on later turns; this prefix lets the proxy strip
 # them before they could reach an Anthropic upstream, which rejects foreign signatures.
@@ -55,6 +60,7 @@ class OpenAIStreamTranslator:
         "_buffering",
         "_calls",
         "_ended",
+        "_input_estimate",
         "_last_key",
         "_model",
         "_next_index",
@@ -65,11 +71,13 @@ class OpenAIStreamTranslator:
         "_saw_tool",
         "_started",
         "_stop_reason",
+        "_tool_ids",
         "_usage",
     )
 
-    def __init__(self, client_model: str) -> None:
+    def __init__(self, client_model: str, input_estimate: int = 0) -> None:
         self._model = client_model
+        self._input_estimate = input_estimate
         self._started = False
         self._ended = False  # message_stop or error sent, or the stream is over
         self._next_index = 0
@@ -83,6 +91,7 @@ class OpenAIStreamTranslator:
         self._saw_tool = False
         self._stop_reason: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._tool_ids: set[str] = set()
 
     @property
     def ended(self) -> bool:
@@ -104,10 +113,10 @@ class OpenAIStreamTranslator:
         if not self._started:
             self._start(chunk, out)
         finished_before = self._stop_reason is not None
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self._usage = usage
         choice = _first_choice(chunk.get("choices"))
+        usage = _usage_of(chunk, choice)
+        if usage is not None:
+            self._usage = usage
         if choice is not None and not finished_before:
             delta = choice.get("delta")
             if isinstance(delta, dict):
@@ -117,7 +126,7 @@ class OpenAIStreamTranslator:
                 if reason == "error":  # OpenRouter: the provider failed mid-answer
                     return self._fail("upstream finished with an error", out)
                 self._finish(reason, out)
-        elif finished_before and isinstance(usage, dict):
+        elif finished_before and usage is not None:
             # The usage chunk after finish_reason carries the final counts.
             self._end(out)
         return out
@@ -149,7 +158,9 @@ class OpenAIStreamTranslator:
             "stop_reason": None,
             "stop_sequence": None,
             "usage": {
-                "input_tokens": 0,
+                # OpenAI servers report usage only at the end; until message_delta corrects
+                # it, the local estimate keeps Claude Code's context meter from reading 0 %.
+                "input_tokens": self._input_estimate,
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0,
                 "output_tokens": 0,
@@ -160,19 +171,13 @@ class OpenAIStreamTranslator:
     def _delta(self, delta: dict[str, Any], out: Events) -> None:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
-            if self._open != "thinking":
-                self._close(out)
-                block = {"type": "thinking", "thinking": "", "signature": ""}
-                self._open_block("thinking", block, out)
-            out.append(_delta(self._open_index, {"type": "thinking_delta", "thinking": reasoning}))
+            self._piece("thinking", reasoning, out)
+        for kind, text in content_pieces(delta.get("content")):
+            self._piece(kind, text, out)
         # `refusal` is OpenAI's explanation of a refusal: the user should read it like text.
-        for key in ("content", "refusal"):
-            text = delta.get(key)
-            if isinstance(text, str) and text:  # many servers open with content ""
-                if self._open != "text":
-                    self._close(out)
-                    self._open_block("text", {"type": "text", "text": ""}, out)
-                out.append(_delta(self._open_index, {"type": "text_delta", "text": text}))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            self._piece("text", refusal, out)
         tool_calls = delta.get("tool_calls")
         if isinstance(tool_calls, list):
             for element in tool_calls:
@@ -181,6 +186,18 @@ class OpenAIStreamTranslator:
         function_call = delta.get("function_call")  # the legacy single-call form
         if isinstance(function_call, dict):
             self._tool_fragment({"index": _UNINDEXED - 1, "function": function_call}, out)
+
+    def _piece(self, kind: str, text: str, out: Events) -> None:
+        """A non-empty text or thinking fragment, in the block of its kind."""
+        if self._open != kind:
+            self._close(out)
+            if kind == "thinking":
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+            else:
+                block = {"type": "text", "text": ""}
+            self._open_block(kind, block, out)
+        field = "thinking" if kind == "thinking" else "text"
+        out.append(_delta(self._open_index, {"type": f"{field}_delta", field: text}))
 
     def _tool_fragment(self, element: dict[str, Any], out: Events) -> None:
         key = self._tool_key(element)
@@ -248,7 +265,7 @@ class OpenAIStreamTranslator:
     def _start_tool(self, call: _ToolCall, out: Events) -> None:
         block = {
             "type": "tool_use",
-            "id": call.id or "toolu_" + uuid.uuid4().hex[:24],
+            "id": self._unique_id(call.id),
             "name": call.name or "",
             "input": {},
         }
@@ -257,6 +274,21 @@ class OpenAIStreamTranslator:
         call.state = _STREAMING
         buffered, call.parts = call.parts, []
         self._send_args(call, "".join(buffered), out)
+
+    def _unique_id(self, given: str | None) -> str:
+        """The block's tool_use id: the provider's, unless it already named another call of
+        this answer (some servers number every call ``call_0``; Claude Code would then match
+        both results to one call), or a fresh one when the provider sent none. A repeat gets
+        the block's index appended, so the same stream always yields the same ids."""
+        if not given:
+            tool_id = "toolu_" + uuid.uuid4().hex[:24]
+        else:
+            tool_id, n = given, 0
+            while tool_id in self._tool_ids:
+                n += 1
+                tool_id = f"{given}_{self._next_index}" + (f"_{n}" if n > 1 else "")
+        self._tool_ids.add(tool_id)
+        return tool_id
 
     def _send_args(self, call: _ToolCall, fragment: str, out: Events) -> None:
         if not call.has_args:
@@ -306,23 +338,13 @@ class OpenAIStreamTranslator:
         self._stop_reason = _STOP_REASONS.get(reason, "tool_use" if self._saw_tool else "end_turn")
 
     def _end(self, out: Events) -> None:
-        usage = self._usage or {}
-        prompt = _count(usage.get("prompt_tokens"))
-        details = usage.get("prompt_tokens_details")
-        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-        cached = cached or _count(usage.get("prompt_cache_hit_tokens"))  # DeepSeek
         out.append(
             (
                 "message_delta",
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
-                    "usage": {
-                        # Anthropic counts cache reads apart from input_tokens.
-                        "input_tokens": max(prompt - cached, 0),
-                        "cache_read_input_tokens": cached,
-                        "output_tokens": _count(usage.get("completion_tokens")),
-                    },
+                    "usage": anthropic_usage(self._usage or {}),
                 },
             )
         )
@@ -358,5 +380,11 @@ def _complete_json(parts: list[str]) -> bool:
     return True
 
 
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+def _usage_of(chunk: dict[str, Any], choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The chunk's usage: top-level, Groq's ``x_groq.usage``, or Moonshot's inside the
+    finishing choice."""
+    for holder in (chunk, chunk.get("x_groq"), choice):
+        usage = holder.get("usage") if isinstance(holder, dict) else None
+        if isinstance(usage, dict):
+            return usage
+    return None
