@@ -7,6 +7,7 @@ Everything streams through real sockets (STYLE.md): the balancer runs its real a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -253,6 +254,64 @@ async def recorded_upstream() -> AsyncIterator[Callable[..., Any]]:
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+@dataclass
+class RawUpstream:
+    """An upstream that speaks HTTP by hand: after reading a request it writes ``steps``
+    (bytes, or a float: pause that many seconds) to the socket verbatim, then holds the
+    connection open until the test ends. For framing no server library would produce."""
+
+    steps: list[bytes | float]
+    url: str = ""
+    requests: int = 0
+    server: asyncio.Server | None = None
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        self.requests += 1
+        for step in self.steps:
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+            else:
+                writer.write(step)
+                await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # hold it open: the balancer must notice on its own
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[list[bytes | float]], Any]]:
+    """``await serve(steps)`` -> a ``RawUpstream`` listening on 127.0.0.1."""
+
+    started: list[RawUpstream] = []
+
+    async def serve(steps: list[bytes | float]) -> RawUpstream:
+        upstream = RawUpstream(steps)
+        server = await asyncio.start_server(upstream._answer, "127.0.0.1", 0)
+        started.append(upstream)
+        upstream.server = server
+        upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/raw"
+        return upstream
+
+    yield serve
+    for upstream in started:
+        assert upstream.server is not None
+        upstream.server.close()
+        for writer in upstream.writers:
+            writer.close()
+        await upstream.server.wait_closed()
 
 
 class RecordedOpenAIUpstreams:

@@ -92,7 +92,7 @@ class UpstreamResponse:
         """Deliver the body to ``sink`` as it arrives: pushed by aiohttp where the hook is
         verified (``upstream.push``), else read by a task of our own."""
         mapped = _MappedSink(self.provider, sink)
-        self._pusher = push.attach(self._resp.content, mapped)
+        self._pusher = push.attach(self._resp, mapped)
         if self._pusher is None:
             self._pump = self._tasks.spawn(self._read_all(mapped), f"body:{self.provider}")
 

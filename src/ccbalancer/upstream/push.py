@@ -6,10 +6,13 @@ aiohttp ``StreamReader``: the connection's parser feeds it, and a coroutine awai
 step and resuming three coroutine frames cost more per event than everything ccbalancer
 does with the event (docs/benchmarks.md). So a ``Pusher`` takes the future's place: aiohttp
 calls ``set_result`` on it when data or the end arrives, and ``set_exception`` when the
-connection or the HTTP framing breaks (an invalid chunk size is reported the moment it is
-parsed, not at the next idle timeout). The pusher then drains the buffer once per loop step
-(``call_soon``), so what one socket read brought goes to the sink together, as ``readany``
-would have returned it.
+connection breaks. The pusher then drains the buffer once per loop step (``call_soon``), so
+what one socket read brought goes to the sink together, as ``readany`` would have returned it.
+
+A broken HTTP framing (an invalid chunk-size line) is another matter: aiohttp closes the
+connection but never tells the body, so ``readany`` would wait until the next idle timeout.
+The pusher also watches the connection (``ResponseHandler.closed``): a connection lost before
+the body's end is reported as a cut the moment it happens.
 
 Verified against the aiohttp versions in ``VERIFIED`` (tests/integration/test_upstream_push.py
 pins it); with any other version ``attach`` declines and the caller reads with a task.
@@ -37,17 +40,27 @@ class Sink(Protocol):
 
 
 class Pusher:
-    __slots__ = ("_content", "_loop", "_scheduled", "_sink", "closed")
+    __slots__ = ("_connection", "_content", "_loop", "_lost", "_scheduled", "_sink", "closed")
 
-    def __init__(self, content: StreamReader, sink: Sink, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        content: StreamReader,
+        sink: Sink,
+        loop: asyncio.AbstractEventLoop,
+        connection: asyncio.Future[None] | None,
+    ) -> None:
         self._content = content
         self._sink = sink
         self._loop = loop
+        self._connection = connection  # resolved when the connection is lost
         self._scheduled = False
+        self._lost = False
         self.closed = False
+        if connection is not None:
+            connection.add_done_callback(self._connection_lost)
 
     # what aiohttp calls on the object in ``StreamReader._waiter`` (helpers.set_result and
-    # helpers.set_exception): data, the end of the body, or a broken connection or framing
+    # helpers.set_exception): data, the end of the body, or a broken connection
 
     def done(self) -> bool:
         return False
@@ -57,6 +70,10 @@ class Pusher:
 
     def set_exception(self, exc: BaseException) -> None:
         self._schedule()  # StreamReader.set_exception has stored it; the drain reports it
+
+    def _connection_lost(self, _: asyncio.Future[None]) -> None:
+        self._lost = True
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled and not self.closed:
@@ -89,20 +106,30 @@ class Pusher:
             self.closed = True
             self._sink.end()
             return
+        if self._lost:  # gone without the body's end (and without telling it)
+            self.closed = True
+            self._sink.failed(aiohttp.ClientPayloadError("connection closed mid-response"))
+            return
         content._waiter = self  # type: ignore[assignment]  # wait for the next arrival
 
     def close(self) -> None:
         self.closed = True
         if self._content._waiter is self:  # type: ignore[comparison-overlap]
             self._content._waiter = None
+        if self._connection is not None:  # a pooled connection outlives this response
+            self._connection.remove_done_callback(self._connection_lost)
 
 
-def attach(content: StreamReader, sink: Sink) -> Pusher | None:
-    """Push ``content`` to ``sink`` from now on (what is buffered first), or None when this
-    aiohttp is not one the hook was verified on."""
+def attach(response: aiohttp.ClientResponse, sink: Sink) -> Pusher | None:
+    """Push ``response``'s body to ``sink`` from now on (what is buffered first), or None when
+    this aiohttp is not one the hook was verified on."""
+    content = response.content
     if not aiohttp.__version__.startswith(VERIFIED) or content._waiter is not None:
         return None
-    pusher = Pusher(content, sink, asyncio.get_running_loop())
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    lost = protocol.closed if protocol is not None else None
+    pusher = Pusher(content, sink, asyncio.get_running_loop(), lost)
     content._waiter = pusher  # type: ignore[assignment]
     pusher._schedule()  # bytes that came with the headers
     return pusher
