@@ -105,3 +105,14 @@ async def test_lower_priority_is_used_only_when_higher_cannot(mock, balancer_fac
     mock.enqueue("a", Script(status=500))
     mock.enqueue("b", Script(status=500))
     assert await _served_by(b, "both-top-fail", "z") == "c"
+
+
+async def test_a_forced_unknown_provider_is_the_clients_mistake(mock, balancer_factory):
+    """A typo in ``"provider"`` is not an outage: a 400 naming it, not a retryable 503
+    (Claude Code would retry a 503 for minutes)."""
+    b = await balancer_factory(config_text(mock, ["a"]))
+    resp = await b.post(msg(provider="nope"))
+    body = await resp.json()
+    assert resp.status == 400 and "retry-after" not in resp.headers
+    assert body["error"] == {"type": "invalid_request_error", "message": "unknown provider 'nope'"}
+    assert mock.requests("a") == []
