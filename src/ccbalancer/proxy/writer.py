@@ -1,9 +1,10 @@
 """One subscriber: from the broadcast log to one client connection.
 
 A client that keeps up is written to by the producer itself: its ``_ClientReader`` is parked on
-the log, and each append writes the new event straight to the client's socket, chunk-framed,
-in the same loop step that parsed it (no task wake-up per event; STYLE.md's rule that the
-producer never awaits a client holds, since it only writes to a socket with an empty buffer).
+the log, and each offer writes the new events straight to the client's socket
+(``proxy.direct``), in the same loop step that parsed them (no task wake-up per event;
+STYLE.md's rule that the producer never awaits a client holds, since it only writes to a
+socket with an empty buffer).
 Otherwise the subscriber's own request task writes from its cursor, several events per write
 when it is behind, so a slow client only slows itself. Either way each event is written as soon
 as it is available — that is the flush. The request task is cancelled by aiohttp when the client
@@ -22,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from ccbalancer.proxy import respond
+from ccbalancer.proxy.direct import DirectWriter, direct_writer
 from ccbalancer.sharing.broadcast import Broadcast, Lagged, Reader
 from ccbalancer.sse.accumulate import MessageAccumulator
 from ccbalancer.sse.event import Event
@@ -49,35 +51,29 @@ class Delivery:
 class _ClientReader(Reader):
     """One streaming client's cursor, and the direct path to its socket."""
 
-    __slots__ = ("chunked", "on_event", "trace", "transport", "written")
+    __slots__ = ("direct", "on_event", "trace", "written")
 
     def __init__(
         self,
-        transport: asyncio.Transport | None,
-        chunked: bool,
+        direct: DirectWriter | None,
         on_event: Callable[[float], None] | None,
         trace: Callable[[int, float, float], None] | None,
     ) -> None:
         super().__init__()
-        self.transport = transport  # None: no direct writes (aiohttp's writer does it all)
-        self.chunked = chunked
+        self.direct = direct  # None: aiohttp's writer does it all
         self.on_event = on_event
         self.trace = trace
         self.written = 0
 
     def take(self, broadcast: Broadcast, start: int, events: Sequence[Event]) -> bool:
-        transport = self.transport
-        # Only once aiohttp has written the headers (cursor > 0), and only into an empty
-        # socket buffer: a client that is behind is served, and timed, by its own task.
-        if transport is None or not self.cursor:
-            return False
-        if transport.is_closing() or transport.get_write_buffer_size():
+        # Only once this subscriber's task has written what came before (cursor > 0): a
+        # client that is behind is served, and timed, by its own task.
+        direct = self.direct
+        if direct is None or not self.cursor:
             return False
         data = events[0].raw if len(events) == 1 else b"".join([e.raw for e in events])
-        try:
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-        except (OSError, RuntimeError):
-            return False  # the task's own write reports it
+        if not direct.write(data):
+            return False
         self.delivered(broadcast, start, start + len(events), len(data))
         return True
 
@@ -116,9 +112,7 @@ async def stream_to(
     await response.prepare(request)
     delivery = Delivery(response, time.perf_counter())
     transport = request.transport
-    framing = response.headers.get("Transfer-Encoding", "")
-    direct = "Content-Encoding" not in response.headers and framing in ("", "chunked")
-    reader = _ClientReader(transport if direct else None, framing == "chunked", on_event, trace)
+    reader = _ClientReader(direct_writer(request, response), on_event, trace)
     try:
         while True:
             while reader.cursor < broadcast.end:
