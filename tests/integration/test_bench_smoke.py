@@ -118,6 +118,10 @@ def test_timeline_slices_account_for_every_stamped_event(smoke, name):
 
 VARIANT_KEY = "bench-variant-key-7f3a"  # a client key: must never show up in the report
 NGINX = Path("/usr/sbin/nginx")
+PROVIDERS = (
+    "providers: [{name: bench, type: anthropic, base_url: '${BENCH_MOCK_URL}/bench',"
+    " auth_value: bench-key}]"
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +129,15 @@ def variants(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[subprocess.CompletedProcess[str], dict]:
     """Two variants beside the plain balancer on the sharing scenario: one whose merged
-    config turns request sharing off (visible in the mock's call count), one that requires a
-    client key it only gets through ``--variant-header`` (without it: 401, incomplete). The
-    key reaches the variant's config through ``${ENV}``, as docs/benchmarks.md advises, so
-    the recorded YAML does not hold it either."""
+    config turns request sharing off (visible in the mock's call count) and restates the
+    provider list with the mock's URL from ``${BENCH_MOCK_URL}`` (without it the balancer
+    would not start), one that requires a client key it only gets through
+    ``--variant-header`` (without it: 401, incomplete). The key reaches the variant's config
+    through ``${ENV}``, as docs/benchmarks.md advises, so the recorded YAML does not hold it
+    either."""
     args = [
         "--smoke", "--scenario", "shared",
-        "--variant", "nodedup=settings: {deduplication: {enabled: false}}",
+        "--variant", "nodedup=settings: {deduplication: {enabled: false}}\n" + PROVIDERS,
         "--variant", "auth=settings: {auth: {enabled: true, api_key: '${BENCH_VARIANT_KEY}'}}",
         "--variant-header", f"auth=x-api-key:{VARIANT_KEY}",
     ]  # fmt: skip

@@ -31,6 +31,7 @@ import orjson
 from ccbalancer.bench import compare, reference, report, runner, soak, variants
 from ccbalancer.bench.client import HEADERS, headers_with
 from ccbalancer.bench.procs import (
+    MOCK_URL_ENV,
     Child,
     balancer_child,
     balancer_config,
@@ -129,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     chosen: list[Variant] = []
     if problem is None:
         try:  # checked against the schema before anything starts (the mock URL is a stand-in)
-            chosen = variants.parse(args.variant, args.variant_header, balancer_config(_ANY))
+            env = os.environ | {MOCK_URL_ENV: _ANY}
+            base = balancer_config(_ANY)
+            chosen = variants.parse(args.variant, args.variant_header, base, env)
         except VariantError as exc:
             problem = str(exc)
     if problem is not None:
@@ -221,10 +224,11 @@ def _balancers(args: argparse.Namespace, logs: Path, mock_url: str) -> Balancers
             return
         number = next(serial)
         if variant is None:
-            child = balancer_child(f"balancer-{number}", base, logs)
+            child = balancer_child(f"balancer-{number}", base, logs, mock_url)
             headers = HEADERS
         else:
-            child = balancer_child(f"balancer-{number}-{variant.name}", variant.config(base), logs)
+            config = variant.config(base)
+            child = balancer_child(f"balancer-{number}-{variant.name}", config, logs, mock_url)
             headers = headers_with(variant.headers)
         await child.start()
         try:

@@ -74,7 +74,13 @@ class Child:
     ready once ``GET ready_path`` answers with JSON."""
 
     def __init__(
-        self, name: str, command: list[str], port: int, ready_path: str, logs: Path
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        ready_path: str,
+        logs: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -82,6 +88,7 @@ class Child:
         self.log_path = logs / f"{name}.log"
         self._command = command
         self._ready_path = ready_path
+        self._env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,7 +103,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=_same_code_env(),
+                env=_same_code_env() | self._env,
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -150,13 +157,17 @@ def mock_child(logs: Path) -> Child:
     return Child("mock", command, port, "/_mock/stats", logs)
 
 
-def balancer_child(name: str, config: dict[str, Any], logs: Path) -> Child:
-    """A balancer named ``name`` (its log and config files are named after it)."""
+MOCK_URL_ENV = "BENCH_MOCK_URL"  # a variant's YAML can say "${BENCH_MOCK_URL}/bench"
+
+
+def balancer_child(name: str, config: dict[str, Any], logs: Path, mock_url: str) -> Child:
+    """A balancer named ``name`` (its log and config files are named after it). Its
+    environment carries the mock's URL, which the config's ``${ENV}`` expansion can use."""
     path = logs / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [*CCBALANCER, "serve", "-c", str(path), "--host", "127.0.0.1", "--port", str(port)]
-    return Child(name, command, port, "/health", logs)
+    return Child(name, command, port, "/health", logs, {MOCK_URL_ENV: mock_url})
 
 
 def listener_pid(port: int) -> int | None:

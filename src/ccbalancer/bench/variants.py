@@ -54,7 +54,9 @@ class Variant:
 
 def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     """``overlay`` over ``base``: mappings merge key by key, recursively; any other value
-    (lists included) in ``overlay`` replaces the one in ``base``. Neither input is changed."""
+    (lists included) in ``overlay`` replaces the one in ``base``, so a variant that changes a
+    provider restates the ``providers`` list (``${BENCH_MOCK_URL}`` names the mock). Neither
+    input is changed."""
     out = dict(base)
     for key, value in overlay.items():
         below = out.get(key)
@@ -75,9 +77,13 @@ def _split(spec: str, flag: str) -> tuple[str, str]:
 
 
 def parse(
-    specs: list[str] | None, header_specs: list[str] | None, base: Mapping[str, Any]
+    specs: list[str] | None,
+    header_specs: list[str] | None,
+    base: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
 ) -> list[Variant]:
-    """The variants in command-line order, each validated merged into ``base``."""
+    """The variants in command-line order, each validated merged into ``base`` (with ``env``
+    for its ``${ENV}`` references: the balancer's environment)."""
     overlays: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for spec in specs or []:
         name, text = _split(spec, "--variant")
@@ -105,7 +111,7 @@ def parse(
     ]
     for variant in variants:
         try:
-            parse_config(yaml.safe_dump(variant.config(base)), f"--variant {variant.name}")
+            parse_config(yaml.safe_dump(variant.config(base)), f"--variant {variant.name}", env=env)
         except ConfigError as exc:
             raise VariantError(str(exc)) from None
     return variants
