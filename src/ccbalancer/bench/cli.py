@@ -1,10 +1,11 @@
 """``ccbalancer bench``: the load generator and its report (DESIGN.md sections 2 and 10).
 
-Starts the mock and, per scenario repeat, a fresh balancer as child processes (or targets
-running ones), runs each scenario directly against the mock and then through the balancer,
-and prints one table with both and their difference. ``--duration`` runs the soak instead.
-The exit status is 1 when any run lost, duplicated or reordered an event or left a stream
-unfinished (what the CI smoke checks), 2 when the processes under test could not be run and
+Starts the mock (and nginx for ``--reference nginx``) and, per scenario repeat, a fresh
+balancer per run as child processes (or targets running ones), runs each scenario directly
+against the mock, then through the balancer, nginx and each ``--variant``, and prints one table
+with all of them, their differences and ratios. ``--duration`` runs the soak instead. The exit
+status is 1 when any run lost, duplicated or reordered an event or left a stream unfinished
+(what the CI smoke checks), 2 when the flags or the processes under test cannot be used and
 130 when interrupted; timings never decide it.
 """
 
@@ -13,20 +14,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import itertools
+import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
-from ccbalancer.bench import report, runner, soak
-from ccbalancer.bench.procs import Child, balancer_child, listener_pid, mock_child, raise_nofile
+from ccbalancer.bench import compare, reference, report, runner, soak, variants
+from ccbalancer.bench.client import HEADERS, headers_with
+from ccbalancer.bench.procs import (
+    MOCK_URL_ENV,
+    Child,
+    balancer_child,
+    balancer_config,
+    listener_pid,
+    mock_child,
+    raise_nofile,
+)
 from ccbalancer.bench.scenarios import FULL, Scenario, select
+from ccbalancer.bench.variants import Variant, VariantError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +75,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--soak-delay", type=float, default=0.05, metavar="SECONDS",
         help="soak: gap between events (0.05)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reference", choices=["nginx"],
+        help="also run every scenario through nginx and report ccbalancer's ratios to it"
+        f" (needs {reference.NGINX}: {reference.INSTALL})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nginx-binary", default=reference.NGINX, metavar="PATH",
+        help=f"the nginx for --reference nginx ({reference.NGINX})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--variant", action="append", metavar="NAME=YAML",
+        help="also run a balancer with this YAML merged into the bench's config, e.g."
+        " 'nodedup=settings: {deduplication: {enabled: false}}' (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--variant-header", action="append", metavar="NAME=Header:Value",
+        help="send this request header in variant NAME's runs (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--mock-url", help="use this running mock (http://127.0.0.1:P)")
     parser.add_argument(
         "--balancer-url",
@@ -77,18 +109,40 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def run(args: argparse.Namespace) -> int:
+def _refusal(args: argparse.Namespace) -> str | None:
+    """Why these flags cannot run, in one line; None when they can."""
     if args.balancer_url and not args.mock_url:
-        print("ccbalancer bench: --balancer-url needs --mock-url", file=sys.stderr)
-        return 2
+        return "--balancer-url needs --mock-url"
     if args.repeat < 1:
-        print("ccbalancer bench: --repeat must be at least 1", file=sys.stderr)
+        return "--repeat must be at least 1"
+    if args.duration and (args.reference or args.variant):
+        return "--reference and --variant apply to the scenarios, not to the soak (--duration)"
+    if args.variant and args.balancer_url:
+        return "--variant needs balancers the bench starts itself (drop --balancer-url)"
+    binary = Path(args.nginx_binary)
+    if args.reference == "nginx" and not (binary.is_file() and os.access(binary, os.X_OK)):
+        return f"--reference nginx needs {binary}, which is missing: {reference.INSTALL}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _refusal(args)
+    chosen: list[Variant] = []
+    if problem is None:
+        try:  # checked against the schema before anything starts (the mock URL is a stand-in)
+            env = os.environ | {MOCK_URL_ENV: _ANY}
+            base = balancer_config(_ANY)
+            chosen = variants.parse(args.variant, args.variant_header, base, env)
+        except VariantError as exc:
+            problem = str(exc)
+    if problem is not None:
+        print(f"ccbalancer bench: {problem}", file=sys.stderr)
         return 2
-    raise_nofile()
+    nofile = raise_nofile()
     logs = Path(tempfile.mkdtemp(prefix="ccbalancer-bench-"))
     with asyncio.Runner(loop_factory=_loop_factory()) as loop:
         try:
-            status = loop.run(_main(args, logs))
+            status = loop.run(_main(args, logs, chosen, nofile))
         except RuntimeError as exc:  # a process under test failed to start
             print(f"ccbalancer bench: {exc}\n(logs kept in {logs})", file=sys.stderr)
             return 2
@@ -103,12 +157,15 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+_ANY = "http://127.0.0.1:1"
+
+
 def _port(url: str) -> int | None:
     return urlsplit(url).port
 
 
-async def _main(args: argparse.Namespace, logs: Path) -> int:
-    mock: Child | None = None
+async def _main(args: argparse.Namespace, logs: Path, chosen: list[Variant], nofile: int) -> int:
+    children: list[Child] = []  # stopped in reverse order of start
     source = report.source_digest()
     # SIGTERM ends the run like Ctrl-C does (asyncio.Runner's own handler): the main task is
     # cancelled, so every ``finally`` stops the children it started
@@ -124,48 +181,75 @@ async def _main(args: argparse.Namespace, logs: Path) -> int:
             mock_pid = listener_pid(port) if port else None
         else:
             mock = mock_child(logs)
+            children.append(mock)
             await mock.start()
             mock_url, mock_pid = mock.url, mock.pid
+        balancers = _balancers(args, logs, mock_url)
         if args.duration:
-            return await _soak(args, logs, mock_url, mock_pid, source)
-        return await _scenarios(args, logs, mock_url, mock_pid, source)
+            return await _soak(args, mock_url, balancers, source)
+        setup = runner.Setup(mock_url, mock_pid, balancers, variants=chosen)
+        about: dict[str, Any] = {"reference": None, "variants": [v.describe() for v in chosen]}
+        if args.reference == "nginx":
+            nginx, config = reference.nginx_child(args.nginx_binary, mock_url, logs, nofile)
+            children.append(nginx)
+            await nginx.start()
+            setup = dataclasses.replace(setup, nginx=runner.Target.at(nginx.url, nginx.pid))
+            version = await asyncio.to_thread(reference.nginx_version, args.nginx_binary)
+            about["reference"] = {
+                "name": "nginx", "binary": args.nginx_binary, "version": version, "config": config,
+            }  # fmt: skip
+        return await _scenarios(args, setup, source, about)
     finally:
-        if mock is not None:
-            await mock.stop()
+        for child in reversed(children):
+            await child.stop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def _with_balancer(
-    args: argparse.Namespace, logs: Path, mock_url: str, mock_pid: int | None, serial: int
-) -> tuple[runner.Setup, Child | None]:
-    if args.balancer_url:
-        url = args.balancer_url.rstrip("/")
-        port = _port(url)
-        return runner.Setup(mock_url, mock_pid, url, listener_pid(port) if port else None), None
-    child = balancer_child(mock_url, logs, serial)
-    await child.start()
-    return runner.Setup(mock_url, mock_pid, child.url, child.pid), child
+Balancers = Callable[[Variant | None], contextlib.AbstractAsyncContextManager[runner.Target]]
+
+
+def _balancers(args: argparse.Namespace, logs: Path, mock_url: str) -> Balancers:
+    """How a run gets its balancer: a fresh child per run (plain, or with a variant's config),
+    or the one at ``--balancer-url``."""
+    serial = itertools.count(1)
+    base = balancer_config(mock_url)
+
+    @contextlib.asynccontextmanager
+    async def balancer(variant: Variant | None) -> AsyncIterator[runner.Target]:
+        if args.balancer_url:
+            url = args.balancer_url.rstrip("/")
+            port = _port(url)
+            yield runner.Target.at(url, listener_pid(port) if port else None)
+            return
+        number = next(serial)
+        if variant is None:
+            child = balancer_child(f"balancer-{number}", base, logs, mock_url)
+            headers = HEADERS
+        else:
+            config = variant.config(base)
+            child = balancer_child(f"balancer-{number}-{variant.name}", config, logs, mock_url)
+            headers = headers_with(variant.headers)
+        await child.start()
+        try:
+            yield runner.Target.at(child.url, child.pid, headers)
+        finally:
+            await child.stop()
+
+    return balancer
 
 
 async def _scenarios(
-    args: argparse.Namespace, logs: Path, mock_url: str, mock_pid: int | None, source: str
+    args: argparse.Namespace, setup: runner.Setup, source: str, about: dict[str, Any]
 ) -> int:
     chosen: list[Scenario] = select(args.scenario, smoke=args.smoke, burst=args.burst)
     results: dict[str, Any] = {}
-    serial = 0
     for scenario in chosen:
         repeats: list[dict[str, Any]] = []
         for number in range(1, args.repeat + 1):
-            serial += 1
             print(f"bench: {scenario.name} ({scenario.label}) run {number}/{args.repeat}",
                   file=sys.stderr, flush=True)  # fmt: skip
-            setup, child = await _with_balancer(args, logs, mock_url, mock_pid, serial)
-            try:
-                repeats.append(await runner.run_repeat(scenario, setup))
-            finally:
-                if child is not None:
-                    await child.stop()
+            repeats.append(await runner.run_repeat(scenario, setup))
         results[scenario.name] = {
             "title": scenario.label,
             "params": {
@@ -177,9 +261,12 @@ async def _scenarios(
             "median": report.merge(repeats),
             "repeats": repeats,
         }  # fmt: skip
-    checks = [] if args.smoke else report.targets(results)
+    checks = [] if args.smoke else report.targets(results) + compare.targets(results)
     complete = all(data["complete"] for data in results.values())
     print(report.table(results, args.repeat))
+    ratios = compare.lines(results)
+    if ratios:
+        print(ratios)
     if args.timeline:
         print(report.timeline(results))
     if checks:
@@ -188,22 +275,16 @@ async def _scenarios(
     _write_json(args.json, {
         "command": report.command_line(), "machine": report.machine(), "smoke": args.smoke,
         "repeat": args.repeat, "burst": args.burst, "complete": complete,
-        "source": _source(source), "scenarios": results, "targets": checks,
+        "source": _source(source), **about, "scenarios": results, "targets": checks,
     })  # fmt: skip
     return 0 if complete else 1
 
 
-async def _soak(
-    args: argparse.Namespace, logs: Path, mock_url: str, mock_pid: int | None, source: str
-) -> int:
+async def _soak(args: argparse.Namespace, mock_url: str, balancers: Balancers, source: str) -> int:
     clients = min(args.soak_clients, 20) if args.smoke else args.soak_clients
     events = min(args.soak_events, 20) if args.smoke else args.soak_events
-    setup, child = await _with_balancer(args, logs, mock_url, mock_pid, 1)
-    try:
-        result = await soak.soak(setup, clients, events, args.soak_delay, args.duration)
-    finally:
-        if child is not None:
-            await child.stop()
+    async with balancers(None) as target:
+        result = await soak.soak(mock_url, target, clients, events, args.soak_delay, args.duration)
     print(soak.summary(result))
     complete = bool(result["completeness"]["ok"])
     _write_json(args.json, {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,6 +23,11 @@ HEADERS = {
     "anthropic-version": "2023-06-01",
 }
 _ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+def headers_with(extra: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The bench's request headers with ``extra`` (lower-case names) added or replacing."""
+    return {**HEADERS, **dict(extra)}
 
 
 @dataclass(slots=True)
@@ -51,7 +56,12 @@ def session(timeout: float) -> aiohttp.ClientSession:
 
 
 async def fetch(
-    http: aiohttp.ClientSession, url: str, payload: bytes, deadline: float, start_at: float = 0.0
+    http: aiohttp.ClientSession,
+    url: str,
+    payload: bytes,
+    deadline: float,
+    start_at: float = 0.0,
+    headers: Mapping[str, str] = HEADERS,
 ) -> Record:
     """One request; the body is read as it arrives, chunk by chunk. ``start_at``: the
     ``loop.time()`` to wait for before sending (spreads the starts of a run)."""
@@ -63,7 +73,7 @@ async def fetch(
     now = time.monotonic_ns
     try:
         async with asyncio.timeout(deadline):
-            async with http.post(url, data=payload, headers=HEADERS) as resp:
+            async with http.post(url, data=payload, headers=headers) as resp:
                 record.status = resp.status
                 record.shared = resp.headers.get("x-ccbalancer-shared", "")
                 read = resp.content.readany
@@ -77,7 +87,11 @@ async def fetch(
 
 
 async def run_streams(
-    url: str, payloads: Sequence[bytes], window: float, deadline: float
+    url: str,
+    payloads: Sequence[bytes],
+    window: float,
+    deadline: float,
+    headers: Mapping[str, str] = HEADERS,
 ) -> list[Record]:
     """All ``payloads`` at once (their starts spread evenly over ``window`` seconds)."""
     loop = asyncio.get_running_loop()
@@ -86,7 +100,7 @@ async def run_streams(
     async with session(deadline) as http, asyncio.TaskGroup() as group:
         tasks = [
             group.create_task(
-                fetch(http, url, payload, deadline, first + window * i / count),
+                fetch(http, url, payload, deadline, first + window * i / count, headers),
                 name=f"bench-stream-{i}",
             )
             for i, payload in enumerate(payloads)
@@ -95,7 +109,11 @@ async def run_streams(
 
 
 async def run_whole(
-    url: str, payloads: Sequence[bytes], concurrency: int, deadline: float
+    url: str,
+    payloads: Sequence[bytes],
+    concurrency: int,
+    deadline: float,
+    headers: Mapping[str, str] = HEADERS,
 ) -> list[Record]:
     """``payloads`` sent by ``concurrency`` workers, each one request after another."""
     queue = list(reversed(payloads))
@@ -103,7 +121,7 @@ async def run_whole(
 
     async def worker(http: aiohttp.ClientSession) -> None:
         while queue:
-            done.append(await fetch(http, url, queue.pop(), deadline))
+            done.append(await fetch(http, url, queue.pop(), deadline, headers=headers))
 
     async with session(deadline) as http, asyncio.TaskGroup() as group:
         for i in range(concurrency):

@@ -18,9 +18,11 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 import psutil
+import yaml
 
 import ccbalancer
 from ccbalancer.bench.client import get_json
@@ -50,30 +52,43 @@ def free_port() -> int:
         return port
 
 
-def balancer_config(mock_url: str) -> str:
+def balancer_config(mock_url: str) -> dict[str, Any]:
     """The bench's balancer: one Anthropic provider on the mock, every model routed to it,
-    sharing on (its default), no history file and no log file on the measured path."""
-    return (
-        "providers:\n"
-        f'  - {{name: {PROVIDER}, type: anthropic, base_url: "{mock_url}/{PROVIDER}",'
-        ' auth_value: "bench-key"}\n'
-        "model_routes:\n"
-        f'  "*": [{{provider: {PROVIDER}, model: passthrough, priority: 1}}]\n'
-        'settings: {log_level: WARNING, log_file_path: "", history: {enabled: false},'
-        " deduplication: {enabled: true}}\n"
-    )
+    sharing on (its default), no history file and no log file on the measured path. A
+    mapping, so a ``--variant`` can be merged into it (``variants.py``)."""
+    return {
+        "providers": [
+            {"name": PROVIDER, "type": "anthropic", "base_url": f"{mock_url}/{PROVIDER}",
+             "auth_value": "bench-key"},
+        ],
+        "model_routes": {"*": [{"provider": PROVIDER, "model": "passthrough", "priority": 1}]},
+        "settings": {
+            "log_level": "WARNING", "log_file_path": "", "history": {"enabled": False},
+            "deduplication": {"enabled": True},
+        },
+    }  # fmt: skip
 
 
 class Child:
-    """One ``python -m ccbalancer ...`` process on 127.0.0.1:``port``."""
+    """One process under test (``python -m ccbalancer ...``, or nginx) on 127.0.0.1:``port``,
+    ready once ``GET ready_path`` answers with JSON."""
 
-    def __init__(self, name: str, args: list[str], port: int, ready_path: str, logs: Path):
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        ready_path: str,
+        logs: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = logs / f"{name}.log"
-        self._args = args
+        self._command = command
         self._ready_path = ready_path
+        self._env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,12 +98,12 @@ class Child:
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: ASYNC220  (a fork+exec, no waiting)
-                [sys.executable, "-m", "ccbalancer", *self._args],
+                self._command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=_same_code_env(),
+                env=_same_code_env() | self._env,
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -133,18 +148,26 @@ def _same_code_env() -> dict[str, str]:
     return env
 
 
+CCBALANCER = [sys.executable, "-m", "ccbalancer"]
+
+
 def mock_child(logs: Path) -> Child:
     port = free_port()
-    args = ["mock", "--host", "127.0.0.1", "--port", str(port)]
-    return Child("mock", args, port, "/_mock/stats", logs)
+    command = [*CCBALANCER, "mock", "--host", "127.0.0.1", "--port", str(port)]
+    return Child("mock", command, port, "/_mock/stats", logs)
 
 
-def balancer_child(mock_url: str, logs: Path, serial: int) -> Child:
-    config = logs / "balancer.yaml"
-    config.write_text(balancer_config(mock_url))
+MOCK_URL_ENV = "BENCH_MOCK_URL"  # a variant's YAML can say "${BENCH_MOCK_URL}/bench"
+
+
+def balancer_child(name: str, config: dict[str, Any], logs: Path, mock_url: str) -> Child:
+    """A balancer named ``name`` (its log and config files are named after it). Its
+    environment carries the mock's URL, which the config's ``${ENV}`` expansion can use."""
+    path = logs / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    args = ["serve", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    return Child(f"balancer-{serial}", args, port, "/health", logs)
+    command = [*CCBALANCER, "serve", "-c", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    return Child(name, command, port, "/health", logs, {MOCK_URL_ENV: mock_url})
 
 
 def listener_pid(port: int) -> int | None:
@@ -183,33 +206,58 @@ def sched_cpu(pid: int) -> float | None:
 
 
 class Watch:
-    """CPU seconds (user + system) of a process over a run, and its RSS sampled every
-    ``interval`` seconds. ``pid`` None: nothing is measured (all values None)."""
+    """CPU seconds (user + system) of a process and its descendants over a run, and their RSS
+    summed and sampled every ``interval`` seconds. ``pid`` None: nothing is measured (all
+    values None). The descendants count because nginx works in a worker under its master;
+    ccbalancer and the mock are single processes, so for them this is the process alone."""
 
     def __init__(self, pid: int | None, interval: float = 0.5) -> None:
         self._proc = psutil.Process(pid) if pid is not None else None
         self.interval = interval
         self.samples: list[tuple[float, int]] = []  # (seconds since start, RSS bytes)
         self.cpu_s: float | None = None
-        self._cpu0 = 0.0
+        self._cpu0: dict[int, float] | None = None
         self._t0 = 0.0
         self._precise = pid is not None and sched_cpu(pid) is not None
         self._owner = TaskOwner("bench-watch")
 
-    def _cpu(self) -> float | None:
-        """By the same method at the start and the end (None if it failed meanwhile)."""
+    def _tree(self) -> list[psutil.Process]:
         assert self._proc is not None
-        if self._precise:
-            return sched_cpu(self._proc.pid)
-        times = self._proc.cpu_times()
-        return float(times.user + times.system)
+        try:
+            return [self._proc, *self._proc.children(recursive=True)]
+        except psutil.Error:
+            return [self._proc]
+
+    def _cpu(self) -> dict[int, float] | None:
+        """Per PID of the tree, by the same method at the start and the end (None if it
+        failed meanwhile)."""
+        out: dict[int, float] = {}
+        for proc in self._tree():
+            if self._precise:
+                value = sched_cpu(proc.pid)
+                if value is None:
+                    return None
+            else:
+                times = proc.cpu_times()
+                value = float(times.user + times.system)
+            out[proc.pid] = value
+        return out
+
+    def _spent(self, end: dict[int, float] | None) -> float | None:
+        """CPU seconds since the start; None when a process of the tree exited meanwhile
+        (its time is gone with it)."""
+        if self._cpu0 is None or end is None or not set(self._cpu0) <= set(end):
+            return None
+        return round(sum(value - self._cpu0.get(pid, 0.0) for pid, value in end.items()), 4)
 
     def rss(self) -> int | None:
         if self._proc is None:
             return None
-        with contextlib.suppress(psutil.Error):
-            return int(self._proc.memory_info().rss)
-        return None
+        total = 0
+        for proc in self._tree():
+            with contextlib.suppress(psutil.Error):
+                total += int(proc.memory_info().rss)
+        return total or None
 
     async def _sample(self) -> None:
         while True:
@@ -225,7 +273,8 @@ class Watch:
     async def __aenter__(self) -> Watch:
         self._t0 = time.monotonic()
         if self._proc is not None:
-            self._cpu0 = self._cpu() or 0.0
+            with contextlib.suppress(psutil.Error):
+                self._cpu0 = self._cpu()
             self._owner.spawn(self._sample(), "rss")
         return self
 
@@ -235,8 +284,7 @@ class Watch:
         await self._owner.close()
         if self._proc is not None:
             with contextlib.suppress(psutil.Error):
-                cpu = self._cpu()
-                self.cpu_s = None if cpu is None else round(cpu - self._cpu0, 4)
+                self.cpu_s = self._spent(self._cpu())
                 rss = self.rss()
                 if rss is not None:
                     self.samples.append((time.monotonic() - self._t0, rss))

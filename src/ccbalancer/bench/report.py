@@ -113,8 +113,8 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
     for name, data in scenarios.items():
         c = data["median"]["balancer"]["completeness"]
         lossless = all(
-            data["median"][run]["completeness"][k] == 0
-            for run in ("direct", "balancer")
+            run["completeness"][k] == 0
+            for run in runs(data["median"]).values()
             for k in ("missing", "duplicated", "reordered", "unexpected")
         )
         out.append(
@@ -139,6 +139,15 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def runs(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every measured run of a repeat (or of the medians) by its label in the table."""
+    keys = ("direct", "balancer", "one_client", "nginx")
+    out = {key: result[key] for key in keys if key in result}
+    for name, variant in result.get("variants", {}).items():
+        out[f"v:{name}"] = variant["run"]
+    return out
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -155,7 +164,7 @@ def _num(value: Any, width: int, digits: int = 0) -> str:
 def _row(label: str, run: dict[str, Any], is_added: bool) -> str:
     lat, ttfb, first = run["latency_ms"], run["ttfb_ms"], run["first_event_ms"]
     cells = [
-        f"  {label:<10}",
+        f"  {label:<{LABEL}}",
         *(_ms(lat[k]) for k in ("p50", "p99", "p99.9", "max")),
         " |",
         _ms(ttfb["p50"]),
@@ -180,12 +189,22 @@ def _row(label: str, run: dict[str, Any], is_added: bool) -> str:
     return "".join(cells)
 
 
+LABEL = 14  # "v:" + a variant name is cut to fit
+
 HEADER = (
-    f"  {'run':<10}{'p50':>8}{'p99':>8}{'p99.9':>8}{'max':>8} |{'ttfb50':>8}{'ttfb99':>8}"
+    f"  {'run':<{LABEL}}{'p50':>8}{'p99':>8}{'p99.9':>8}{'max':>8} |{'ttfb50':>8}{'ttfb99':>8}"
     f"{'1st50':>8}{'1st99':>8} |"
     f"{'events/s':>10} |{'mis/dup/ro':>10}{'finished':>13} |{'cpu ms/ev':>9}{'RSS MB':>7}"
     f"{'upstrm':>7}"
 )
+
+
+def _cpu_line(label: str, run: dict[str, Any], direct: dict[str, Any]) -> str:
+    return (
+        f"  CPU-s during the {label} run: {label} {run['cpu_s']}, mock {run['mock_cpu_s']},"
+        f" bench {run['client_cpu_s']}, other processes {run['others_cpu_s']}"
+        f" (direct run: others {direct['others_cpu_s']})"
+    )
 
 
 def table(scenarios: dict[str, Any], repeat: int) -> str:
@@ -203,12 +222,7 @@ def table(scenarios: dict[str, Any], repeat: int) -> str:
         lines.append(_row("direct", median["direct"], False))
         lines.append(_row("balancer", median["balancer"], False))
         lines.append(_row("added", median["added"], True))
-        b = median["balancer"]
-        lines.append(
-            f"  CPU-s during the balancer run: balancer {b['cpu_s']}, mock {b['mock_cpu_s']},"
-            f" bench {b['client_cpu_s']}, other processes {b['others_cpu_s']}"
-            f" (direct run: others {median['direct']['others_cpu_s']})"
-        )
+        lines.append(_cpu_line("balancer", median["balancer"], median["direct"]))
         if "one_client" in median:
             lines.append(_row("1 client", median["one_client"], False))
             roles = median["balancer"]["shared_roles"]
@@ -217,6 +231,13 @@ def table(scenarios: dict[str, Any], repeat: int) -> str:
                 f" clients vs {median['one_client']['cpu_s']} s for one"
                 f" (x{median.get('cpu_ratio_vs_one_client')})"
             )
+        if "nginx" in median:
+            lines.append(_row("nginx", median["nginx"], False))
+            lines.append(_row("nginx added", median["nginx_added"], True))
+            lines.append(_cpu_line("nginx", median["nginx"], median["direct"]))
+        for variant, value in median.get("variants", {}).items():
+            lines.append(_row(f"v:{variant}"[:LABEL], value["run"], False))
+            lines.append(_row("  added", value["added"], True))
     return "\n".join(lines)
 
 
@@ -257,5 +278,19 @@ def target_lines(checks: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def command_line() -> str:
-    return " ".join(["ccbalancer", *sys.argv[1:]]) if sys.argv else "ccbalancer bench"
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as run, with ``--variant-header`` values masked: a variant may send a
+    client key, and the JSON is meant to be kept and shared."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag == "--variant-header" and eq:
+            args[i] = f"{flag}={_masked(value)}"
+        elif i and args[i - 1] == "--variant-header":
+            args[i] = _masked(arg)
+    return " ".join(["ccbalancer", *args])
+
+
+def _masked(spec: str) -> str:
+    head, sep, _ = spec.partition(":")
+    return f"{head}{sep}***" if sep else spec

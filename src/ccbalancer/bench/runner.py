@@ -1,10 +1,12 @@
 """One repeat of one scenario: the load sent directly to the mock, then the same load (fresh
-nonces, same parameters) through the balancer.
+nonces, same parameters) through the balancer, through nginx (``--reference nginx``) and
+through each ``--variant`` of the balancer.
 
 Around each measured run the mock's request counter tells how many upstream calls the run cost
-(the sharing scenario must cost exactly one), and a ``Watch`` records the balancer's CPU and RSS
-and the mock's CPU. A short unmeasured warm-up precedes each run so the first measured request
-does not pay for imports and connection set-up that a long-running balancer has long paid.
+(the sharing scenario must cost exactly one), and a ``Watch`` records the CPU and RSS of the
+proxy under test (its whole process tree: nginx's master and worker) and the mock's CPU. A
+short unmeasured warm-up precedes each run so the first measured request does not pay for
+imports and connection set-up that a long-running proxy has long paid.
 """
 
 from __future__ import annotations
@@ -12,35 +14,52 @@ from __future__ import annotations
 import gc
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
-from ccbalancer.bench import measure
-from ccbalancer.bench.client import get_json, run_streams, run_whole
+from ccbalancer.bench import compare, measure, report
+from ccbalancer.bench.client import HEADERS, get_json, run_streams, run_whole
 from ccbalancer.bench.procs import MB, Watch
 from ccbalancer.bench.scenarios import PROVIDER, Scenario, body
+from ccbalancer.bench.variants import Variant
 
 WARMUP_STREAMS = 5
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Where a run sends its requests (a Messages endpoint), the PID of the process tree it
+    measures (None: none, the direct run) and the request headers."""
+
+    url: str
+    pid: int | None
+    headers: Mapping[str, str] = field(default_factory=lambda: HEADERS)
+
+    @classmethod
+    def at(cls, root: str, pid: int | None, headers: Mapping[str, str] = HEADERS) -> Target:
+        """The Messages endpoint of a proxy listening at ``root`` (http://127.0.0.1:P)."""
+        return cls(f"{root}/v1/messages", pid, headers)
+
+
+@dataclass(frozen=True, slots=True)
 class Setup:
-    """Where the mock and the balancer listen, and their PIDs when known."""
+    """The mock (its root URL and PID when known), nginx when ``--reference nginx``, the
+    variants, and how to get a fresh balancer (plain: ``None``, or with a variant's config)
+    for the duration of one run."""
 
-    mock_url: str  # the mock server's root, http://127.0.0.1:P
+    mock_url: str
     mock_pid: int | None
-    balancer_url: str  # the balancer's root
-    balancer_pid: int | None
+    balancer: Callable[[Variant | None], AbstractAsyncContextManager[Target]]
+    nginx: Target | None = None
+    variants: Sequence[Variant] = ()
 
     @property
-    def direct(self) -> str:
-        return f"{self.mock_url}/{PROVIDER}/v1/messages"
-
-    @property
-    def through(self) -> str:
-        return f"{self.balancer_url}/v1/messages"
+    def direct(self) -> Target:
+        return Target(f"{self.mock_url}/{PROVIDER}/v1/messages", None)
 
 
 async def upstream_calls(mock_url: str) -> int:
@@ -64,28 +83,29 @@ def payloads(scenario: Scenario, run_id: str, clients: int | None = None) -> lis
     ]
 
 
-async def warm_up(url: str) -> None:
+async def warm_up(target: Target) -> None:
     run_id = uuid.uuid4().hex[:12]
     bodies = [body(f"warm-{run_id}-{i}", 3, 0.0, stream=True) for i in range(WARMUP_STREAMS)]
-    await run_streams(url, bodies, 0.0, 30.0)
+    await run_streams(target.url, bodies, 0.0, 30.0, target.headers)
 
 
 async def measured_run(
-    scenario: Scenario, setup: Setup, url: str, watch_pid: int | None, clients: int | None = None
+    scenario: Scenario, setup: Setup, target: Target, clients: int | None = None
 ) -> dict[str, Any]:
-    """One measured run of ``scenario`` against ``url``; ``watch_pid`` is the balancer's."""
-    await warm_up(url)
+    """One measured run of ``scenario`` against ``target``, watching its process tree."""
+    await warm_up(target)
     run_id = uuid.uuid4().hex[:12]
     bodies = payloads(scenario, run_id, clients)
     before = await upstream_calls(setup.mock_url)
     gc.collect()
-    async with Watch(watch_pid) as watch, Watch(setup.mock_pid) as mock_watch:
+    url, headers = target.url, target.headers
+    async with Watch(target.pid) as watch, Watch(setup.mock_pid) as mock_watch:
         client0 = time.process_time()
         busy0 = _busy()
         if scenario.kind == "whole":
-            records = await run_whole(url, bodies, scenario.clients, scenario.deadline)
+            records = await run_whole(url, bodies, scenario.clients, scenario.deadline, headers)
         else:
-            records = await run_streams(url, bodies, scenario.ramp, scenario.deadline)
+            records = await run_streams(url, bodies, scenario.ramp, scenario.deadline, headers)
         busy = _busy() - busy0
         client_cpu = time.process_time() - client0
     after = await upstream_calls(setup.mock_url)
@@ -118,30 +138,46 @@ def _busy() -> float:
 
 
 async def run_repeat(scenario: Scenario, setup: Setup) -> dict[str, Any]:
-    """Direct, then through the balancer; the sharing scenario adds a one-client run through
-    the balancer as the CPU baseline its target is stated against."""
-    direct = await measured_run(scenario, setup, setup.direct, None)
-    balancer = await measured_run(scenario, setup, setup.through, setup.balancer_pid)
-    result: dict[str, Any] = {
-        "direct": direct,
-        "balancer": balancer,
-        "added": measure.added(direct, balancer),
-    }
-    if scenario.kind == "shared":
-        one = await measured_run(scenario, setup, setup.through, setup.balancer_pid, clients=1)
-        result["one_client"] = one
-        shared_cpu, one_cpu = balancer["cpu_s"], one["cpu_s"]
-        result["cpu_ratio_vs_one_client"] = (
-            round(shared_cpu / one_cpu, 2) if shared_cpu is not None and one_cpu else None
+    """Direct, then through a fresh balancer, then through nginx (``--reference``), then
+    through a fresh balancer per variant. The sharing scenario adds a one-client run through
+    the plain balancer as the CPU baseline its target is stated against. Ratios are taken
+    within the repeat, so the report's medians are medians of same-minute ratios."""
+    direct = await measured_run(scenario, setup, setup.direct)
+    result: dict[str, Any] = {"direct": direct}
+    async with setup.balancer(None) as target:
+        balancer = await measured_run(scenario, setup, target)
+        result.update(balancer=balancer, added=measure.added(direct, balancer))
+        if scenario.kind == "shared":
+            one = await measured_run(scenario, setup, target, clients=1)
+            result["one_client"] = one
+            shared_cpu, one_cpu = balancer["cpu_s"], one["cpu_s"]
+            result["cpu_ratio_vs_one_client"] = (
+                round(shared_cpu / one_cpu, 2) if shared_cpu is not None and one_cpu else None
+            )
+    if setup.nginx is not None:
+        nginx = await measured_run(scenario, setup, setup.nginx)
+        result.update(
+            nginx=nginx,
+            nginx_added=measure.added(direct, nginx),
+            vs_nginx=compare.ratios(balancer, nginx),
         )
+    if setup.variants:
+        result["variants"] = {}
+    for variant in setup.variants:
+        async with setup.balancer(variant) as target:
+            run = await measured_run(scenario, setup, target)
+        result["variants"][variant.name] = {
+            "run": run,
+            "added": measure.added(direct, run),
+            "vs_balancer": compare.ratios(run, balancer),
+        }
     return result
 
 
 def complete(result: dict[str, Any]) -> bool:
     """Every run of the repeat delivered every event once, in order, and finished; a sharing
-    repeat also cost exactly one upstream call through the balancer."""
-    runs = [result[key] for key in ("direct", "balancer", "one_client") if key in result]
-    ok = all(run["completeness"]["ok"] for run in runs)
+    repeat also cost exactly one upstream call through the plain balancer."""
+    ok = all(run["completeness"]["ok"] for run in report.runs(result).values())
     if "one_client" in result:
         ok = ok and result["balancer"]["upstream_calls"] == 1
     return ok

@@ -21,7 +21,7 @@ import aiohttp
 from ccbalancer.bench import measure
 from ccbalancer.bench.client import fetch, session
 from ccbalancer.bench.procs import MB, Watch
-from ccbalancer.bench.runner import Setup, upstream_calls
+from ccbalancer.bench.runner import Target, upstream_calls
 from ccbalancer.bench.scenarios import body
 
 CACHE_TTL = 120.0  # the balancer's default cache.ttl: until then the cache only grows
@@ -82,19 +82,19 @@ def _verdict(samples: list[tuple[float, int]], duration: float) -> dict[str, Any
 
 
 async def soak(
-    setup: Setup, clients: int, events: int, delay: float, duration: float
+    mock_url: str, target: Target, clients: int, events: int, delay: float, duration: float
 ) -> dict[str, Any]:
     """Run the soak and return its report (also printed as it goes)."""
     loop = asyncio.get_running_loop()
     tally = _Tally()
-    before = await upstream_calls(setup.mock_url)
+    before = await upstream_calls(mock_url)
     start = loop.time()
     stop_at = start + duration
     every = max(1.0, duration / TIMELINE_POINTS)
     timeline: list[dict[str, Any]] = []
     print(f"soak: {clients} streams x {events} events at {delay * 1000:g} ms for {duration:g} s")
     async with (
-        Watch(setup.balancer_pid) as watch,
+        Watch(target.pid) as watch,
         session(60.0 + 3 * events * delay) as http,
         asyncio.TaskGroup() as group,
     ):
@@ -102,7 +102,7 @@ async def soak(
         for slot in range(clients):
             first_at = start + 0.05 + ramp * slot / clients
             group.create_task(
-                _slot(http, setup.through, slot, tally, events, delay, first_at, stop_at),
+                _slot(http, target.url, slot, tally, events, delay, first_at, stop_at),
                 name=f"bench-soak-{slot}",
             )
         next_print = start + every
@@ -124,7 +124,7 @@ async def soak(
                     flush=True,
                 )
     wall = loop.time() - start
-    after = await upstream_calls(setup.mock_url)
+    after = await upstream_calls(mock_url)
     c = tally.completeness
     report: dict[str, Any] = {
         "clients": clients,
