@@ -93,38 +93,49 @@ class AnthropicDialect:
 
     def decoder(
         self, client_model: str, content_type: str, *, input_estimate: int = 0
-    ) -> AnthropicDecoder:
-        return AnthropicDecoder(content_type)  # Anthropic reports real usage up front
+    ) -> AnthropicStream | AnthropicWholeBody:
+        if "event-stream" in content_type:
+            return AnthropicStream()
+        return AnthropicWholeBody()  # Anthropic reports real usage up front
 
     def error(self, status: int, body: bytes) -> tuple[str, str]:
         return anthropic_error(status, body)
 
 
-class AnthropicDecoder:
-    __slots__ = ("_json", "_json_size", "_parser")
+class AnthropicStream(SSEParser):
+    """An event-stream answer: the SSE parser itself, so each read costs no extra call."""
+
+    __slots__ = ()
 
     start_usage_estimated = False  # the provider's own message_start usage
 
-    def __init__(self, content_type: str) -> None:
-        self._parser = SSEParser()
-        self._json: list[bytes] | None = None if "event-stream" in content_type else []
-        self._json_size = 0
+    def close(self) -> list[Event]:
+        if self.pending:
+            raise ValueError("stream ended in the middle of an event")
+        return super().close()
+
+
+class AnthropicWholeBody:
+    """A 200 that is not an event stream (a whole Message or an error object from a relay that
+    ignored ``stream``): collected, then turned into events at the end."""
+
+    __slots__ = ("_parts", "_size")
+
+    start_usage_estimated = False
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
 
     def feed(self, chunk: bytes, received: float) -> list[Event]:
-        if self._json is None:
-            return self._parser.feed(chunk, received)
-        self._json_size += len(chunk)
-        if self._json_size > MAX_JSON_BODY:
+        self._size += len(chunk)
+        if self._size > MAX_JSON_BODY:
             raise ValueError("non-streaming upstream body too large")
-        self._json.append(chunk)
+        self._parts.append(chunk)
         return []
 
     def close(self) -> list[Event]:
-        if self._json is None:
-            if self._parser.pending:
-                raise ValueError("stream ended in the middle of an event")
-            return self._parser.close()
-        return message_to_events(b"".join(self._json))
+        return message_to_events(b"".join(self._parts))
 
 
 def message_to_events(body: bytes) -> list[Event]:

@@ -191,8 +191,11 @@ class Metrics:
             counts[role] = int(value or 0)
         return counts
 
-    def event_forwarded(self, seconds: float) -> None:
-        self._forward.observe(seconds)
+    @property
+    def event_forwarded(self) -> Callable[[float], None]:
+        """Observe one event's upstream-receive -> client-write seconds: the histogram's own
+        ``observe``, handed to each subscriber (no wrapper call per event)."""
+        return self._forward.observe
 
     def stream_opened(self) -> None:
         self._streams.inc()

@@ -74,8 +74,21 @@ class _ClientReader(Reader):
         data = events[0].raw if len(events) == 1 else b"".join([e.raw for e in events])
         if not direct.write(data):
             return False
-        self.delivered(broadcast, start, start + len(events), len(data))
+        self.cursor = start + len(events)
+        self.written += len(data)
+        if self.on_event is not None or self.trace is not None:
+            self._timed(start, events)
         return True
+
+    def _timed(self, start: int, events: Sequence[Event]) -> None:
+        now = time.perf_counter()
+        on_event, trace = self.on_event, self.trace
+        for offset, event in enumerate(events):
+            if event.received:
+                if on_event is not None:
+                    on_event(now - event.received)
+                if trace is not None:
+                    trace(start + offset + 1, event.received, now)
 
     def delivered(self, broadcast: Broadcast, start: int, stop: int, size: int) -> None:
         self.cursor = stop

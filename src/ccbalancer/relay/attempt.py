@@ -151,18 +151,24 @@ class AttemptRun:
     # -- the body, pushed by the transport --------------------------------------------------
 
     def data(self, chunk: bytes) -> None:
-        if self._ended():
+        done = self._done
+        if done is None or done.done():
             return
         assert self._decoder is not None
         try:
             events = self._decoder.feed(chunk, time.perf_counter())
         except ValueError as exc:  # bytes the decoder cannot use
-            self._carry_out(
-                self._machine.error(UpstreamProtocolError(self.provider.name, f"{exc}"))
-            )
+            self._unusable(exc)
             return
         if events:
-            self._carry_out(self._machine.feed(events, self._clock()))
+            commands = self._machine.feed(events, self._clock())
+            if len(commands) == 1 and type(commands[0]) is Publish:  # the usual case
+                try:
+                    self.broadcast.publish(commands[0].events)
+                except Exception as bug:
+                    done.set_exception(bug)
+            elif commands:
+                self._carry_out(commands)
 
     def end(self) -> None:
         if self._ended():

@@ -53,37 +53,37 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     events: list[Event]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     events: list[Event]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     events: list[Event]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FailOver:
     error: UpstreamError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fail:
     error: UpstreamError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Arm:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Expire:
     error: UpstreamError
 
@@ -244,18 +244,25 @@ class CommitMachine:
         active = False
         for position, event in enumerate(events):
             try:
-                kind = _kind(event, self.provider)
-                if kind == "error":
-                    raise _stream_error(event, self.provider)
-                payload = _payload(event, self.provider)  # every event: valid JSON or nothing
-                if kind == "ping":
+                kind = event.name or _kind(event, self.provider)
+                try:
+                    payload = event.json()  # every event: valid JSON or nothing
+                except ValueError:
+                    raise _invalid(event, self.provider) from None
+                if kind == "content_block_delta":  # most events: checked here, no call
+                    if payload.get("index") != self._open or self._open is None:
+                        self._grammar(kind, payload)  # raises with the reason
+                    active = True
+                elif kind == "ping":
                     continue
-                if kind == "message_stop":
+                elif kind == "error":
+                    raise _stream_error(event, self.provider)
+                elif kind == "message_stop":
                     if not self._saw_delta:
                         raise UpstreamProtocolError(self.provider, _CUT)
                     self.phase = Phase.FINISHED
                     return [Finish(events[: position + 1])]
-                if kind in _CONTENT:
+                elif kind in _CONTENT:
                     self._grammar(kind, payload)
                     active = True
                 elif kind == "message_start":
@@ -333,9 +340,11 @@ def _payload(event: Event, provider: str) -> dict[str, Any]:
     try:
         return event.json()
     except ValueError:
-        raise UpstreamProtocolError(
-            provider, f"invalid JSON in a {event.name or 'data'} event"
-        ) from None
+        raise _invalid(event, provider) from None
+
+
+def _invalid(event: Event, provider: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError(provider, f"invalid JSON in a {event.name or 'data'} event")
 
 
 def _stream_error(event: Event, provider: str) -> UpstreamStreamError:

@@ -139,7 +139,8 @@ class Broadcast:
     def publish(self, events: Sequence[Event]) -> None:
         """Append what arrived together (one upstream read): offered once, one write per
         caught-up client."""
-        self._expect(State.COMMITTED, "publish")
+        if self.state is not State.COMMITTED:
+            self._expect(State.COMMITTED, "publish")
         if events:
             self._offer(events)
 
@@ -163,11 +164,13 @@ class Broadcast:
             raise IllegalTransition(f"cannot {action} an answer that is {self.state.value}")
 
     def _offer(self, events: Sequence[Event]) -> None:
-        start = self._log.end
         log = self._log
+        start = log.end
+        size = self.bytes
         for event in events:
-            self.bytes += log.append(event.raw, event.received)
-        if self.bytes > self.max_bytes:
+            size += log.append(event.raw, event.received)
+        self.bytes = size
+        if size > self.max_bytes:
             self._trim()
         waiters = self._waiters
         if waiters:
@@ -186,10 +189,17 @@ class Broadcast:
                 parked = reader.parked
                 if parked is None or parked.done():
                     continue  # its task was cancelled (the client left)
-                if live and reader.cursor == start >= base and _took(reader, self, start, events):
-                    kept.append(reader)
-                else:
-                    parked.set_result(None)
+                if live and reader.cursor == start >= base:
+                    try:
+                        took = reader.take(self, start, events)
+                    except Exception:
+                        # one reader's failure is its own task's to meet, never the
+                        # producer's (and so every other subscriber's)
+                        took = False
+                    if took:
+                        kept.append(reader)
+                        continue
+                parked.set_result(None)
             self._readers = kept
 
     def _trim(self) -> None:
@@ -280,15 +290,6 @@ class Broadcast:
         if loop is None:  # looked up once: get_running_loop() costs a getpid() on 3.11
             loop = self._loop = asyncio.get_running_loop()
         return loop.create_future()
-
-
-def _took(reader: Reader, broadcast: Broadcast, start: int, events: Sequence[Event]) -> bool:
-    """One reader's failure is its own task's to meet, never the producer's (and so every
-    other subscriber's)."""
-    try:
-        return reader.take(broadcast, start, events)
-    except Exception:
-        return False
 
 
 def abandon(broadcast: Broadcast, status: int, uncommitted_type: str, message: str) -> None:

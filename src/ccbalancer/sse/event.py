@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from orjson import loads
 
 
 class Event:
@@ -43,9 +44,15 @@ class Event:
 
     def json(self) -> dict[str, Any]:
         """The data as a JSON object (parsed once, then kept). Raises ``ValueError``."""
-        if self._payload is None:
-            self._payload = self._parse()
-        return self._payload
+        payload = self._payload
+        if payload is None:  # inlined: this runs for every event a stream forwards
+            value = loads(
+                self._data if self._data is not None else self.raw[self._start : self._end]
+            )
+            if type(value) is not dict:
+                raise ValueError("SSE data is not a JSON object")
+            self._payload = payload = value
+        return payload
 
     def check(self) -> None:
         """Raise ``ValueError`` unless the data is a JSON object; keeps nothing."""

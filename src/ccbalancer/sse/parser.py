@@ -46,10 +46,15 @@ class SSEParser:
                 if end < 0:
                     break
                 end += 2
-                event = parse_frame(buf[start:end], received)
+                # a read that is exactly one frame (the usual case) is not copied
+                frame = buf if start == 0 and end == len(buf) else buf[start:end]
+                event = _lf_frame(frame, received)
                 if event is not None:
                     events.append(event)
                 start = end
+            if start == len(buf):
+                self._buf = b""
+                return events
         else:
             start = self._scan_general(buf, events, received)
         rest = buf[start:]
@@ -108,16 +113,19 @@ _KNOWN_NAMES = {
 
 def parse_frame(frame: bytes, received: float) -> Event | None:
     """One frame (its blank line included) -> an event, or None for a frame without data."""
-    # The shape every Anthropic-format provider sends: `event: <name>`, one `data:` line, LF.
-    if frame[:7] == b"event: " and b"\r" not in frame:
+    if b"\r" in frame:
+        return _parse_lines(frame, received)
+    return _lf_frame(frame, received)
+
+
+def _lf_frame(frame: bytes, received: float) -> Event | None:
+    """A frame without CR that ends in its blank line (``\\n\\n``)."""
+    # The shape every Anthropic-format provider sends: `event: <name>`, one `data:` line.
+    if frame.startswith(b"event: "):
         eol = frame.find(b"\n", 7)
         start = eol + 7
         end = len(frame) - 2
-        if (
-            frame[eol + 1 : start] == b"data: "
-            and frame.find(b"\n", start) == end
-            and frame[end:] == b"\n\n"
-        ):
+        if frame.startswith(b"data: ", eol + 1) and frame.find(b"\n", start) == end:
             raw_name = frame[7:eol]
             name = _KNOWN_NAMES.get(raw_name) or raw_name.decode("utf-8", "replace")
             return Event(name, None, frame, None, received, (start, end))
