@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -130,6 +132,7 @@ class Runtime:
         self._mtime = self._config_mtime()
         self.started = time.time()
         self.reloads = 0
+        self._ids = random.Random(os.urandom(16))
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -157,6 +160,10 @@ class Runtime:
             await asyncio.to_thread(self.history.close)
 
     # -- requests --------------------------------------------------------------------------
+
+    def request_id(self) -> str:
+        """A new request id: unique, not secret (uuid4 costs a getrandom call per request)."""
+        return f"req_ccb_{self._ids.getrandbits(96):024x}"
 
     async def produce(self, call: Call, broadcast: Broadcast) -> None:
         self.metrics.stream_opened()

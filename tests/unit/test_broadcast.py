@@ -185,11 +185,11 @@ async def test_a_parked_reader_takes_each_publish_in_the_producers_step() -> Non
             assert reader.taken[-1] == one.raw  # delivered before publish returned
         await settle()
         assert not parked.done() and reader.cursor == b.end
-        b.finish([event("message_stop")])  # the end is the task's to write: it is woken
+        b.finish([event("message_stop")])  # offered too, and the reader's task is woken
         await settle()
         assert parked.done()
-    assert reader.taken == [e.raw for e in sent]
-    assert reader.cursor == b.end - 1  # message_stop is left for the reader's own task
+    assert reader.taken == [e.raw for e in sent] + [event("message_stop").raw]
+    assert reader.cursor == b.end
 
 
 async def test_a_reader_that_cannot_take_is_woken_with_nothing_written() -> None:

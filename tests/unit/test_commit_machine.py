@@ -402,3 +402,14 @@ def test_stream_error_type_is_kept_for_the_client_frame() -> None:
     (command,) = m.feed([error("api_error")], 2.0)
     assert isinstance(command, Fail) and isinstance(command.error, UpstreamStreamError)
     assert command.error.error_type == "api_error"
+
+
+def test_a_timer_armed_for_an_earlier_deadline_only_rearms() -> None:
+    """The driver keeps one timer per attempt: when it fires for a deadline that has moved
+    on (first event -> content), the machine re-arms it instead of expiring the attempt."""
+    m = machine()  # armed for the first event at 60
+    m.feed([start()], 10.0)  # the deadline moves to 10 + READ
+    assert m.expired(FIRST_EVENT) == [Arm(10.0 + READ)]
+    assert shape(m.expired(10.0 + READ)) == [
+        ("Expire", ("UpstreamTimeout", "first_content timeout after 120s"))
+    ]

@@ -192,6 +192,12 @@ def configure_logging(
 ) -> LogHandle:
     """(Re)build the pipeline: root logger -> queue -> listener thread -> file and/or stderr."""
     redactor = redactor if redactor is not None else Redactor()
+    # Our lines carry none of these; collecting them costs every record a stack walk and a
+    # few system calls (the logging HOWTO's "Optimization" section names these switches).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     outputs: list[logging.Handler] = []
     if file_path:
         Path(file_path).parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import Any, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -84,6 +84,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[object, ...], Any] = {}
         r = self.registry
         self._requests = Counter(
             "ccbalancer_requests_total",
@@ -158,26 +159,36 @@ class Metrics:
             registry=r,
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: prometheus_client validates labels and
+        takes a lock on every ``labels()``, several times per request otherwise."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def request_finished(self, record: RequestRecord) -> None:
         provider = record.provider or NO_PROVIDER
-        self._requests.labels(provider, _bounded(record.outcome, OUTCOMES)).inc()
-        self._shared.labels(_bounded(record.role, ROLES)).inc()
+        child = self._child
+        child(self._requests, provider, _bounded(record.outcome, OUTCOMES)).inc()
+        child(self._shared, _bounded(record.role, ROLES)).inc()
         self._duration.observe(record.duration)
         if record.ttfb is not None:
-            self._ttfb.labels(provider).observe(record.ttfb)
+            child(self._ttfb, provider).observe(record.ttfb)
         if record.ttfc is not None:
-            self._ttfc.labels(provider).observe(record.ttfc)
+            child(self._ttfc, provider).observe(record.ttfc)
         if record.provider and record.role in ("leader", "none"):
             # Followers and cache replays cost no upstream tokens: counting them would double.
             # Zero increments still create the series, so a provider shows up at 0, not absent.
-            self._tokens.labels(provider, "input").inc(record.input_tokens)
-            self._tokens.labels(provider, "output").inc(record.output_tokens)
+            child(self._tokens, provider, "input").inc(record.input_tokens)
+            child(self._tokens, provider, "output").inc(record.output_tokens)
         for attempt in record.attempts:
-            self._attempts.labels(
-                attempt.provider, _bounded(attempt.outcome, ATTEMPT_OUTCOMES)
-            ).inc()
+            outcome = _bounded(attempt.outcome, ATTEMPT_OUTCOMES)
+            child(self._attempts, attempt.provider, outcome).inc()
             if attempt.outcome == "failover":
-                self._failovers.labels(attempt.provider, _bounded(attempt.reason, REASONS)).inc()
+                reason = _bounded(attempt.reason, REASONS)
+                child(self._failovers, attempt.provider, reason).inc()
 
     def auth_failed(self, key: str) -> None:
         """A request refused for its key: ``missing`` or ``wrong``."""
@@ -216,6 +227,7 @@ class Metrics:
             self._state.labels(provider, name).set(1 if name == state else 0)
 
     def forget_provider(self, provider: str) -> None:
+        self._children = {k: v for k, v in self._children.items() if provider not in k[1:]}
         for metric in (
             self._requests,
             self._attempts,

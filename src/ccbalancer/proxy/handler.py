@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -100,7 +99,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     settings = config.settings
     started = time.time()
     t0 = time.perf_counter()
-    request_id = "req_ccb_" + uuid.uuid4().hex[:24]
+    request_id = runtime.request_id()
     record = RequestRecord(request_id=request_id, model="", started=started)
     try:
         body = await read_json_body(request, settings.max_body_bytes, settings.client_read_timeout)
@@ -156,7 +155,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
     sub_id = hub.subscribe(broadcast)
     runtime.metrics.subscriber_added()
     try:
-        await writer.wait_ready(broadcast)
+        if stream:
+            await writer.wait_ready(broadcast)
+        else:
+            # a non-streaming client follows from the first event, so the producer hands it
+            # each event as it commits and publishes (nothing is parsed again from the log)
+            accumulator = await writer.accumulate(broadcast)
         if broadcast.outcome.remote:  # another instance made the call (sharing through Redis)
             role = record.role = "follower"
         extra = {"x-ccbalancer-request-id": request_id}
@@ -195,7 +199,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
             elif delivery.lost:
                 record.outcome, record.error = "cancelled", f"client {delivery.lost}"
             return delivery.response
-        accumulator = await writer.accumulate(broadcast)
         failure = broadcast.failure
         if failure is not None:
             record.status, record.outcome, record.error = (

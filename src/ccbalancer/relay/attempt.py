@@ -57,6 +57,7 @@ class AttemptRun:
         "_response",
         "_sent",
         "_timer",
+        "_timer_at",
         "_ttfb",
         "broadcast",
         "call",
@@ -97,6 +98,7 @@ class AttemptRun:
         self._response: UpstreamCall | None = None
         self._decoder: StreamDecoder | None = None
         self._timer: Handle | None = None
+        self._timer_at = 0.0
         self._done: asyncio.Future[None] | None = None
         self._sent = 0.0
         self._ttfb = 0.0
@@ -242,8 +244,13 @@ class AttemptRun:
         self.broadcast.commit(Head(name, headers), events)
 
     def _arm(self, at: float) -> None:
+        """One timer per attempt: one already due no later than ``at`` stays (when it fires
+        the machine re-arms it for what is left), so a moving deadline costs no timer."""
         if self._timer is not None:
+            if self._timer_at <= at:
+                return
             self._timer.cancel()
+        self._timer_at = at
         self._timer = self.scheduler.call_at(at, self._expired)
 
     def _headers(self) -> dict[str, str]:

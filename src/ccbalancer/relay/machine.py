@@ -199,17 +199,23 @@ class CommitMachine:
         return [self._fail(error)]
 
     def expired(self, now: float) -> list[Command]:
-        """The deadline timer fired at ``now``."""
+        """The deadline timer fired at ``now``. A timer armed for an earlier deadline than the
+        current one only re-arms: deadlines move later (first event, then content, then
+        activity), and the driver keeps one timer rather than replacing it at each move."""
         if self.phase is Phase.COMMITTED:
             due = self._active + self.read_timeout
             if now < due:  # content came since it was armed: re-arm for the time left
                 self._deadline = due
                 return [Arm(due)]
             return [Expire(UpstreamTimeout(self.provider, "idle", self.read_timeout))]
-        if self.phase is Phase.WAITING:
-            return [Expire(UpstreamTimeout(self.provider, "first_event", self.first_event_timeout))]
-        if self.phase is Phase.OPENING:
-            return [Expire(UpstreamTimeout(self.provider, "first_content", self.read_timeout))]
+        if self.phase is Phase.WAITING or self.phase is Phase.OPENING:
+            if now < self._deadline:
+                return [Arm(self._deadline)]
+            if self.phase is Phase.WAITING:
+                error = UpstreamTimeout(self.provider, "first_event", self.first_event_timeout)
+            else:
+                error = UpstreamTimeout(self.provider, "first_content", self.read_timeout)
+            return [Expire(error)]
         return []
 
     # -- before the commit -----------------------------------------------------------------

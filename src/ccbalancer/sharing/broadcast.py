@@ -180,23 +180,24 @@ class Broadcast:
                     waiter.set_result(None)
         readers = self._readers
         if readers:
-            # At the end every reader's own task finishes its response; before it, a reader
-            # that takes the new events stays parked for the next ones.
-            live = self.state is State.COMMITTED and bool(events)
+            # Every parked reader at the offer's start may take the events now (a client that
+            # keeps up gets them in this step, the end of the answer included); at the end,
+            # every reader's own task is woken to finish its response.
+            live = self.state is State.COMMITTED
             base = log.base
             kept: list[Reader] = []
             for reader in readers:
                 parked = reader.parked
                 if parked is None or parked.done():
                     continue  # its task was cancelled (the client left)
-                if live and reader.cursor == start >= base:
+                if events and reader.cursor == start >= base:
                     try:
                         took = reader.take(self, start, events)
                     except Exception:
                         # one reader's failure is its own task's to meet, never the
                         # producer's (and so every other subscriber's)
                         took = False
-                    if took:
+                    if took and live:
                         kept.append(reader)
                         continue
                 parked.set_result(None)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Protocol
 
 import aiohttp
@@ -32,6 +32,7 @@ from ccbalancer.tasks import TaskOwner
 from ccbalancer.upstream import push
 
 READ_CHUNK = 2**16
+KEEPALIVE = 60.0  # seconds an idle pooled connection is kept
 MAX_ERROR_BODY = 64 * 1024
 
 
@@ -43,6 +44,19 @@ class BodySink(Protocol):
     def end(self) -> None: ...
 
     def failed(self, error: UpstreamError) -> None: ...
+
+
+@dataclass(slots=True)
+class _Pool:
+    """One provider's pooled session, and when a connection last went back to its pool."""
+
+    session: aiohttp.ClientSession
+    released_at: float = -KEEPALIVE  # monotonic; none yet
+
+    def may_reuse(self, now: float) -> bool:
+        """A connection may have been taken from the pool (one was put back within the
+        keep-alive time): only then is a disconnect before any response a stale connection."""
+        return now - self.released_at < KEEPALIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +74,15 @@ class UpstreamResponse:
     deadline bounds silence instead.
     """
 
-    __slots__ = ("_pump", "_pusher", "_resp", "_tasks", "provider")
+    __slots__ = ("_pool", "_pump", "_pusher", "_resp", "_tasks", "provider")
 
-    def __init__(self, provider: str, resp: aiohttp.ClientResponse, tasks: TaskOwner) -> None:
+    def __init__(
+        self, provider: str, resp: aiohttp.ClientResponse, tasks: TaskOwner, pool: _Pool
+    ) -> None:
         self.provider = provider
         self._resp = resp
         self._tasks = tasks
+        self._pool = pool
         self._pusher: push.Pusher | None = None
         self._pump: asyncio.Task[None] | None = None
         connection = resp.connection
@@ -127,7 +144,11 @@ class UpstreamResponse:
             self._pusher.close()
         if self._pump is not None:
             self._pump.cancel()
-        self._resp.release() if self._resp.content.at_eof() else self._resp.close()
+        if self._resp.content.at_eof():
+            self._resp.release()
+            self._pool.released_at = time.monotonic()
+        else:
+            self._resp.close()
 
 
 class _MappedSink:
@@ -152,38 +173,41 @@ class UpstreamClient:
     """Owns the sessions. Sessions survive reload for unchanged (name, proxy) pairs."""
 
     def __init__(self) -> None:
-        self._sessions: dict[_SessionKey, aiohttp.ClientSession] = {}
+        self._pools: dict[_SessionKey, _Pool] = {}
         self._stale: list[aiohttp.ClientSession] = []
         self._tasks = TaskOwner("upstream")  # body readers where aiohttp cannot push
 
-    def _session(self, provider: ProviderConfig) -> aiohttp.ClientSession:
+    def _pool(self, provider: ProviderConfig) -> _Pool:
         key = _SessionKey(provider.name, provider.proxy)
-        session = self._sessions.get(key)
-        if session is None or session.closed:
+        pool = self._pools.get(key)
+        if pool is None or pool.session.closed:
             connector: aiohttp.BaseConnector
             if provider.proxy and provider.proxy.startswith("socks"):
                 # imported only when a provider needs it (~30 modules most users never use)
                 from aiohttp_socks import ProxyConnector
 
-                connector = ProxyConnector.from_url(provider.proxy, limit=0, keepalive_timeout=60)
+                connector = ProxyConnector.from_url(
+                    provider.proxy, limit=0, keepalive_timeout=KEEPALIVE
+                )
             else:
-                connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+                connector = aiohttp.TCPConnector(
+                    limit=0, keepalive_timeout=KEEPALIVE, ttl_dns_cache=300
+                )
             session = aiohttp.ClientSession(
                 connector=connector,
-                trace_configs=[_REUSE_TRACE],
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 read_bufsize=READ_CHUNK,
             )
-            self._sessions[key] = session
-        return session
+            pool = self._pools[key] = _Pool(session)
+        return pool
 
     def reconcile(self, providers: tuple[ProviderConfig, ...]) -> None:
         """After a reload: sessions of removed/changed providers are closed at shutdown, not
         now, so streams that started on the old config finish on their connections."""
         wanted = {_SessionKey(p.name, p.proxy) for p in providers}
-        for key in [k for k in self._sessions if k not in wanted]:
-            self._stale.append(self._sessions.pop(key))
+        for key in [k for k in self._pools if k not in wanted]:
+            self._stale.append(self._pools.pop(key).session)
 
     async def open(
         self,
@@ -194,7 +218,7 @@ class UpstreamClient:
         timeouts: TimeoutPhase,
     ) -> UpstreamResponse:
         """Send the request; returns once the status line and headers arrived."""
-        session = self._session(provider)
+        pool = self._pool(provider)
         http_proxy = (
             provider.proxy if provider.proxy and provider.proxy.startswith("http") else None
         )
@@ -205,22 +229,24 @@ class UpstreamClient:
             sock_read=timeouts.read_timeout,
         )
         for attempt in (1, 2):
-            reuse = {"reused": False}
+            may_reuse = pool.may_reuse(time.monotonic())
             try:
-                resp = await session.post(
+                resp = await pool.session.post(
                     url,
                     data=body,
                     headers=headers,
                     timeout=timeout,
                     proxy=http_proxy,
                     allow_redirects=False,
-                    trace_request_ctx=reuse,
                 )
                 break
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # A pooled keep-alive connection the upstream had already closed: nothing of
-                # ours reached a client, so one more try on a fresh connection is safe.
-                if attempt == 1 and reuse["reused"]:
+                # ours reached a client, so one more try on a fresh connection is safe. (Told
+                # by the pool's history, not a per-request trace: aiohttp builds a handful of
+                # trace objects for every request once any trace is configured.)
+                if attempt == 1 and may_reuse:
+                    pool.released_at = -KEEPALIVE  # the next try opens a fresh connection
                     continue
                 raise map_error(provider.name, exc) from exc
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -230,29 +256,15 @@ class UpstreamClient:
                 raise UpstreamTimeout(provider.name, phase, seconds) from exc
             except Exception as exc:
                 raise map_error(provider.name, exc) from exc
-        return UpstreamResponse(provider.name, resp, self._tasks)
+        return UpstreamResponse(provider.name, resp, self._tasks, pool)
 
     async def close(self) -> None:
         await self._tasks.close()
-        sessions = [*self._sessions.values(), *self._stale]
-        self._sessions.clear()
+        sessions = [pool.session for pool in self._pools.values()] + self._stale
+        self._pools.clear()
         self._stale.clear()
         for session in sessions:
             await session.close()
-
-
-async def _on_reuse(
-    session: aiohttp.ClientSession,
-    ctx: SimpleNamespace,
-    params: aiohttp.TraceConnectionReuseconnParams,
-) -> None:
-    if isinstance(ctx.trace_request_ctx, dict):
-        ctx.trace_request_ctx["reused"] = True
-
-
-_REUSE_TRACE = aiohttp.TraceConfig()
-_REUSE_TRACE.on_connection_reuseconn.append(_on_reuse)
-_REUSE_TRACE.freeze()
 
 
 def _connector(provider: str, exc: BaseException) -> UpstreamError:

@@ -1,13 +1,18 @@
 """An upstream body pushed to its reader as it arrives, without a task per read.
 
-The one place that relies on aiohttp internals on the read side. A response body is an
-aiohttp ``StreamReader``: the connection's parser feeds it, and a coroutine awaiting
-``readany()`` is woken through the future in its ``_waiter`` slot. Waking a task, running its
-step and resuming three coroutine frames cost more per event than everything ccbalancer
-does with the event (docs/benchmarks.md). So a ``Pusher`` takes the future's place: aiohttp
-calls ``set_result`` on it when data or the end arrives, and ``set_exception`` when the
-connection breaks. The pusher then drains the buffer once per loop step (``call_soon``), so
-what one socket read brought goes to the sink together, as ``readany`` would have returned it.
+The one place that relies on aiohttp internals on the read side. A response body is an aiohttp
+``StreamReader`` that the connection's C parser feeds (``feed_data`` per HTTP chunk, wrapped in
+``begin/end_http_chunk_receiving``; ``feed_eof``; ``set_exception``), and that a coroutine
+normally drains with ``readany()``: a future, a task step and three coroutine frames per
+event, plus the reader's flow-control bookkeeping — more than everything ccbalancer does with
+the event (docs/benchmarks.md).
+
+``attach`` switches the response's reader to ``PushedReader``, a subclass that adds no state
+(so ``__class__`` can be switched on the live object), whose feeds only queue the bytes and
+ask its ``Pusher`` (kept in the reader's ``_waiter`` slot, which no coroutine uses any more)
+to drain once per loop step (``call_soon``): what one socket read brought goes to the sink
+together, as ``readany`` would have returned it. Flow control is not needed: the buffer is
+drained every loop step, and the relay never waits for a client.
 
 A broken HTTP framing (an invalid chunk-size line) is another matter: aiohttp closes the
 connection but never tells the body, so ``readany`` would wait until the next idle timeout.
@@ -21,6 +26,7 @@ pins it); with any other version ``attach`` declines and the caller reads with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 import aiohttp
@@ -39,8 +45,39 @@ class Sink(Protocol):
     def failed(self, exc: BaseException) -> None: ...
 
 
+class PushedReader(StreamReader):
+    """What the parser feeds once ``attach`` switched the class: queue, and tell the pusher."""
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        if data:
+            self._buffer.append(data)
+            self._waiter.schedule()  # type: ignore[union-attr]
+        return False
+
+    def begin_http_chunk_receiving(self) -> None:
+        pass  # chunk boundaries mean nothing to SSE: events carry their own framing
+
+    def end_http_chunk_receiving(self) -> None:
+        pass
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._waiter.schedule()  # type: ignore[union-attr]
+        callbacks, self._eof_callbacks = self._eof_callbacks, []
+        for callback in callbacks:  # the response releases its connection here
+            with contextlib.suppress(Exception):
+                callback()
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException | None = None) -> None:
+        self._exception = exc
+        self._eof_callbacks.clear()
+        self._waiter.schedule()  # type: ignore[union-attr]
+
+
 class Pusher:
-    __slots__ = ("_connection", "_content", "_loop", "_lost", "_scheduled", "_sink", "closed")
+    __slots__ = ("_connection", "_content", "_loop", "_lost", "_sink", "closed", "scheduled")
 
     def __init__(
         self,
@@ -53,69 +90,52 @@ class Pusher:
         self._sink = sink
         self._loop = loop
         self._connection = connection  # resolved when the connection is lost
-        self._scheduled = False
         self._lost = False
+        self.scheduled = False
         self.closed = False
         if connection is not None:
             connection.add_done_callback(self._connection_lost)
 
-    # what aiohttp calls on the object in ``StreamReader._waiter`` (helpers.set_result and
-    # helpers.set_exception): data, the end of the body, or a broken connection
-
-    def done(self) -> bool:
-        return False
-
-    def set_result(self, _: object) -> None:
-        self._schedule()
-
-    def set_exception(self, exc: BaseException) -> None:
-        self._schedule()  # StreamReader.set_exception has stored it; the drain reports it
-
     def _connection_lost(self, _: asyncio.Future[None]) -> None:
         self._lost = True
-        self._schedule()
+        self.schedule()
 
-    def _schedule(self) -> None:
-        if not self._scheduled and not self.closed:
-            self._scheduled = True
+    def schedule(self) -> None:
+        if not self.scheduled and not self.closed:
+            self.scheduled = True
             self._loop.call_soon(self.drain)
 
     def drain(self) -> None:
         """Hand the sink everything buffered, then the end or the failure, or wait again."""
-        self._scheduled = False
+        self.scheduled = False
         if self.closed:
             return
         content = self._content
-        if content._waiter is self:  # type: ignore[comparison-overlap]
-            content._waiter = None  # scheduled by attach, before anything arrived
-        failure = content.exception()
-        if failure is not None:
-            self.closed = True
-            self._sink.failed(failure)
-            return
-        data = content.read_nowait()
-        if data:
-            # Reading may resume a paused parser, which feeds more bytes in at once (with
-            # no waiter to tell): read until nothing is left, or they would sit unread.
-            while more := content.read_nowait():
-                data += more
+        buffer = content._buffer
+        if buffer:
+            data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+            buffer.clear()
             self._sink.data(data)
             if self.closed:  # the sink finished with the response
                 return
-        if content.is_eof():
+        failure = content._exception
+        if failure is not None:
+            self.closed = True
+            self._sink.failed(failure)
+        elif content._eof:
             self.closed = True
             self._sink.end()
-            return
-        if self._lost:  # gone without the body's end (and without telling it)
+        elif self._lost:  # gone without the body's end (and without telling it)
             self.closed = True
             self._sink.failed(aiohttp.ClientPayloadError("connection closed mid-response"))
-            return
-        content._waiter = self  # type: ignore[assignment]  # wait for the next arrival
 
     def close(self) -> None:
+        """Stop pushing, and give the reader back to aiohttp as it was."""
         self.closed = True
-        if self._content._waiter is self:  # type: ignore[comparison-overlap]
-            self._content._waiter = None
+        content = self._content
+        if type(content) is PushedReader:
+            content._waiter = None
+            content.__class__ = StreamReader  # type: ignore[assignment]
         if self._connection is not None:  # a pooled connection outlives this response
             self._connection.remove_done_callback(self._connection_lost)
 
@@ -124,12 +144,17 @@ def attach(response: aiohttp.ClientResponse, sink: Sink) -> Pusher | None:
     """Push ``response``'s body to ``sink`` from now on (what is buffered first), or None when
     this aiohttp is not one the hook was verified on."""
     content = response.content
-    if not aiohttp.__version__.startswith(VERIFIED) or content._waiter is not None:
+    if (
+        not aiohttp.__version__.startswith(VERIFIED)
+        or type(content) is not StreamReader
+        or content._waiter is not None
+    ):
         return None
     connection = response.connection
     protocol = connection.protocol if connection is not None else None
     lost = protocol.closed if protocol is not None else None
     pusher = Pusher(content, sink, asyncio.get_running_loop(), lost)
     content._waiter = pusher  # type: ignore[assignment]
-    pusher._schedule()  # bytes that came with the headers
+    content.__class__ = PushedReader
+    pusher.schedule()  # bytes (or the end) that came with the headers
     return pusher
