@@ -113,7 +113,8 @@ async def test_mid_stream_cut_raises_instead_of_returning_a_truncated_message(
     """After the first content block the balancer cannot fail over; the SDK must then see an
     ``event: error`` and raise, never accept the partial text as a finished message."""
     mock.enqueue("a", Script(text="one two three four five six", events=6, cut_after=5))
-    b = await balancer_factory(config_text(mock, ["a", "b"], settings=FAST_TIMEOUTS))
+    no_recovery = FAST_TIMEOUTS + "recovery: {enabled: false}\n"  # docs/recovery.md: off here
+    b = await balancer_factory(config_text(mock, ["a", "b"], settings=no_recovery))
     seen: list[str] = []
     async with await _client(b) as client:
         with pytest.raises(anthropic.APIError) as caught:

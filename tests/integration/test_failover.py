@@ -112,7 +112,9 @@ async def test_mid_stream_failure_ends_with_a_proper_error_event(
     script, expected_type, mock, balancer_factory
 ):
     mock.enqueue("a", script)
-    b = await balancer_factory(config_text(mock, ["a", "b"], settings=FAST_TIMEOUTS))
+    b = await balancer_factory(
+        config_text(mock, ["a", "b"], settings=FAST_TIMEOUTS + "recovery: {enabled: false}\n")
+    )
     resp = await b.post(msg())
     events = await read_events(resp)
     assert resp.status == 200

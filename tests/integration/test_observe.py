@@ -26,12 +26,19 @@ def _lines(path) -> list[dict]:
 
 
 async def _logged(
-    tmp_path, mock, balancer_factory, scripts, providers=("a", "b"), level="INFO", body=None
+    tmp_path,
+    mock,
+    balancer_factory,
+    scripts,
+    providers=("a", "b"),
+    level="INFO",
+    body=None,
+    settings=FAST,
 ):
     log = tmp_path / "log.jsonl"
     handle = configure_logging(level, str(log), console=False)
     try:
-        b = await balancer_factory(config_text(mock, list(providers), settings=FAST))
+        b = await balancer_factory(config_text(mock, list(providers), settings=settings))
         handle.redactor.add(*secrets_of(b.runtime.config))
         for name, script in scripts:
             mock.enqueue(name, script)
@@ -69,7 +76,11 @@ async def test_summary_line_of_a_failover_names_the_reason(tmp_path, mock, balan
 
 async def test_summary_line_of_a_mid_stream_failure(tmp_path, mock, balancer_factory):
     records, events, _, _ = await _logged(
-        tmp_path, mock, balancer_factory, [("a", Script(events=5, cut_after=4))]
+        tmp_path,
+        mock,
+        balancer_factory,
+        [("a", Script(events=5, cut_after=4))],
+        settings=FAST + "recovery: {enabled: false}\n",  # the cut stays a failure here
     )
     r = records[0]
     assert events[-1][0] == "error"
@@ -103,7 +114,8 @@ async def test_debug_adds_ordered_per_event_timing_records(tmp_path, mock, balan
 
 
 async def test_metrics_after_a_known_sequence(mock, balancer_factory):
-    b = await balancer_factory(config_text(mock, ["a", "b"], settings=FAST))
+    no_recovery = FAST + "recovery: {enabled: false}\n"  # the cut below must stay a failure
+    b = await balancer_factory(config_text(mock, ["a", "b"], settings=no_recovery))
     mock.enqueue("a", Script(status=500))
     for i in range(3):  # distinct sessions: stickiness would otherwise keep them on b
         await (await b.post(msg(f"m{i}"), {"x-claude-code-session-id": f"s{i}"})).read()

@@ -37,8 +37,10 @@ def stop_delta(reason: str) -> bytes:
 
 def two_providers(mock: MockServer, first: str, settings: str = "") -> str:
     """``first`` (a recorded upstream) before the mock's healthy ``b``; one strike opens a
-    breaker, so a wrongly counted failure shows."""
-    text = config_text(mock, ["a", "b"], settings="unhealthy_threshold: 1\n" + settings)
+    breaker, so a wrongly counted failure shows. Mid-stream recovery is off: these tests are
+    about how a failure is found, not how it is mended (tests/integration/test_recovery.py)."""
+    settings = "unhealthy_threshold: 1\nrecovery: {enabled: false}\n" + settings
+    text = config_text(mock, ["a", "b"], settings=settings)
     return text.replace(mock.anthropic_url("a"), first)
 
 

@@ -378,7 +378,9 @@ async def test_retry_after_a_mid_stream_failure_gets_a_fresh_attempt_on_a_health
     """The client saw event: error; its (non-streaming, as Claude Code does) retry must not be
     replayed the failure and must not go back to the provider that just failed."""
     mock.enqueue("a", Script(events=6, error_after=5))
-    text = config_text(mock, ["a", "b"], settings=sharing("unhealthy_threshold: 1\n"))
+    text = config_text(
+        mock, ["a", "b"], settings=sharing("unhealthy_threshold: 1\nrecovery: {enabled: false}\n")
+    )
     b = await balancer_factory(text)
     failed = await b.post(msg())
     names = [n for n, _ in await read_events(failed)]

@@ -74,6 +74,8 @@ class ProviderConfig(_Frozen):
     strip_billing_header: bool = False  # anthropic only
     prompt_cache_key: bool = False  # openai only
     cache_control: bool = False  # openai only
+    # how this provider finishes another's cut answer (docs/recovery.md); None: by type
+    continuation: Literal["auto", "prefill", "resume", "none"] | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -98,6 +100,12 @@ class ProviderConfig(_Frozen):
         for key in misplaced:
             if key in self.model_fields_set:
                 raise ValueError(f"{key} applies to type: {_other(self.type)} providers only")
+        if self.type == "openai" and self.continuation in ("auto", "prefill"):
+            raise ValueError(
+                f"continuation: {self.continuation} needs an anthropic provider (an "
+                "openai-format server cannot continue a final assistant message); use resume "
+                "or none"
+            )
         if self.type == "openai" and self.capabilities.server_tools not in (None, False, ()):
             raise ValueError(
                 "capabilities.server_tools: an openai-format provider cannot run Anthropic "
@@ -108,6 +116,13 @@ class ProviderConfig(_Frozen):
     @property
     def passthrough_auth(self) -> bool:
         return self.auth_value == "passthrough"
+
+    @property
+    def continues(self) -> str:
+        """``continuation`` in force: auto for anthropic providers, none for openai ones."""
+        if self.continuation is not None:
+            return self.continuation
+        return "auto" if self.type == "anthropic" else "none"
 
     @cached_property
     def accepts(self) -> Capabilities:
@@ -207,6 +222,14 @@ class History(_Frozen):
     enabled: bool = True
 
 
+class Recovery(_Frozen):
+    """Mid-stream recovery (docs/recovery.md): a cut answer finished on another provider."""
+
+    enabled: bool = True
+    max_attempts: int = Field(default=2, ge=1)  # continuations per answer
+    hold_tool_input: bool = False  # hold each tool call until complete, so a cut can redo it
+
+
 class Settings(_Frozen):
     selection_strategy: Literal[
         "priority", "round_robin", "weighted", "random", "least_latency"
@@ -226,6 +249,7 @@ class Settings(_Frozen):
     admin_api_key: str = ""
     redis: Redis = Redis()
     history: History = History()
+    recovery: Recovery = Recovery()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_file_path: str = "logs/ccbalancer.jsonl"
     host: str = "127.0.0.1"

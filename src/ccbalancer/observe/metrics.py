@@ -31,8 +31,11 @@ _go_float = cast(Callable[[float], str], _untyped_go_float)  # the exposition's 
 REASONS = frozenset(
     {"connect", "timeout", "status", "stream_error", "protocol", "client_gone", "other"}
 )
-OUTCOMES = frozenset({"ok", "error", "mid_stream_error", "client_error", "cancelled"})
-ATTEMPT_OUTCOMES = frozenset({"ok", "failover", "client_error", "mid_stream", "cancelled"})
+OUTCOMES = frozenset({"ok", "recovered", "error", "mid_stream_error", "client_error", "cancelled"})
+ATTEMPT_OUTCOMES = frozenset(
+    {"ok", "continued", "failover", "client_error", "mid_stream", "cancelled"}
+)
+MODES = frozenset({"prefill", "resume"})
 ROLES = frozenset({"leader", "follower", "cache", "none"})
 PROVIDER_STATES = ("healthy", "cooling_down", "half_open")
 AUTH_KEYS = frozenset({"missing", "wrong"})
@@ -102,6 +105,19 @@ class Metrics:
             "ccbalancer_failovers_total",
             "Attempts abandoned before commit for the next candidate, by reason.",
             ["provider", "reason"],
+            registry=r,
+        )
+        self._recoveries = Counter(
+            "ccbalancer_recoveries_total",
+            "Continuations of cut answers (mid-stream recovery), by the provider asked, the "
+            "mode and how it went (continued, failover, mid_stream, client_error).",
+            ["provider", "mode", "outcome"],
+            registry=r,
+        )
+        self._recovery_gap = Histogram(
+            "ccbalancer_recovery_gap_seconds",
+            "From a mid-stream cut to the first content of the continuation that finished it.",
+            buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
             registry=r,
         )
         self._tokens = Counter(
@@ -186,7 +202,12 @@ class Metrics:
         for attempt in record.attempts:
             outcome = _bounded(attempt.outcome, ATTEMPT_OUTCOMES)
             child(self._attempts, attempt.provider, outcome).inc()
-            if attempt.outcome == "failover":
+            if attempt.mode:
+                mode = _bounded(attempt.mode, MODES)
+                child(self._recoveries, attempt.provider, mode, outcome).inc()
+                if attempt.outcome == "continued" and attempt.gap is not None:
+                    self._recovery_gap.observe(attempt.gap)
+            elif attempt.outcome == "failover":
                 reason = _bounded(attempt.reason, REASONS)
                 child(self._failovers, attempt.provider, reason).inc()
 
@@ -232,6 +253,7 @@ class Metrics:
             self._requests,
             self._attempts,
             self._failovers,
+            self._recoveries,
             self._tokens,
             self._ttfb,
             self._ttfc,

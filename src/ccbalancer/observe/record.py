@@ -13,6 +13,15 @@ class Attempt:
     detail: str = ""  # a few words; never a key or a body dump
     status: int | None = None
     ttfb: float | None = None  # seconds from send to response headers
+    # a continuation of a cut answer (mid-stream recovery)
+    mode: str = ""  # prefill | resume
+    at: str = ""  # where the client's message was cut
+    why: str = ""  # what cut it
+    overlap: int = 0  # characters of repeated text removed
+    gap: float | None = None  # seconds from the cut to the continuation's first content
+    estimated: bool = False  # the cut provider's output tokens were estimated
+    input_tokens: int = 0  # what a continuation itself consumed and produced (its cost)
+    output_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -23,7 +32,7 @@ class RequestRecord:
     stream: bool = True
     role: str = "leader"  # leader | follower | cache | none (sharing off)
     status: int = 0  # HTTP status the client got
-    outcome: str = "ok"  # ok | error | mid_stream_error | client_error | cancelled
+    outcome: str = "ok"  # ok | recovered | error | mid_stream_error | client_error | cancelled
     provider: str = ""  # the provider that served it ("" if none)
     attempts: list[Attempt] = field(default_factory=list)
     ttfb: float | None = None  # seconds: admission -> first byte written to the client

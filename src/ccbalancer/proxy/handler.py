@@ -24,7 +24,9 @@ from ccbalancer.sharing.broadcast import Broadcast, Lagged
 from ccbalancer.sharing.key import coalescing_key
 
 
-async def read_json_body(request: web.Request, limit: int, timeout: float) -> dict[str, Any]:
+async def read_json_body(
+    request: web.Request, limit: int, timeout: float
+) -> tuple[dict[str, Any], bytes]:
     """The body as a JSON object, or a ``ClientError`` (400/413). A body that stops arriving
     for ``timeout`` seconds is incomplete: the handler must not wait on it forever."""
     if request.content_length is not None and request.content_length > limit:
@@ -57,7 +59,7 @@ async def read_json_body(request: web.Request, limit: int, timeout: float) -> di
         raise ClientError(400, f"request body is not valid JSON: {exc.msg}") from None
     if not isinstance(body, dict):
         raise ClientError(400, "request body must be a JSON object")
-    return body
+    return body, raw
 
 
 def client_credential(headers: dict[str, str]) -> str:
@@ -102,7 +104,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     request_id = runtime.request_id()
     record = RequestRecord(request_id=request_id, model="", started=started)
     try:
-        body = await read_json_body(request, settings.max_body_bytes, settings.client_read_timeout)
+        body, raw = await read_json_body(
+            request, settings.max_body_bytes, settings.client_read_timeout
+        )
         model, stream, forced = admit(body)
     except ClientError as error:
         record.status, record.outcome, record.error = error.status, "client_error", error.message
@@ -143,6 +147,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             session=session,
             forced=forced,
             request_id=request_id,
+            raw=raw,
         )
         broadcast = hub.lead(
             key, dedup.max_stream_bytes, runtime.producer(call, key), f"upstream:{request_id}"
@@ -150,7 +155,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         role = "leader" if dedup.enabled else "none"
     # The body and headers live on in the call only until an attempt commits; this frame lasts
     # as long as the stream, and a Claude Code request is often hundreds of KB.
-    del body, headers
+    del body, headers, raw
     record.role = role
     sub_id = hub.subscribe(broadcast)
     runtime.metrics.subscriber_added()
@@ -234,6 +239,10 @@ def _fill(record: RequestRecord, broadcast: Broadcast, t0: float) -> None:
         record.attempts = list(outcome.attempts)
         record.ttfc = outcome.ttfc
     record.provider = record.provider or outcome.provider
+    if outcome.recovered and record.outcome == "ok":
+        record.outcome = "recovered"
+    elif outcome.not_recovered and record.outcome == "mid_stream_error":
+        record.error += f" (not recovered: {outcome.not_recovered})"
     record.input_tokens = outcome.usage.total_input
     record.output_tokens = outcome.usage.output_tokens
     record.stop_reason = outcome.stop_reason

@@ -180,7 +180,9 @@ async def count_tokens(request: web.Request) -> web.Response:
     config = runtime.config
     try:
         settings = config.settings
-        body = await read_json_body(request, settings.max_body_bytes, settings.client_read_timeout)
+        body, _ = await read_json_body(
+            request, settings.max_body_bytes, settings.client_read_timeout
+        )
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ClientError(400, "model: field required (a non-empty string)")

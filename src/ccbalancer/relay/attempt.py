@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ccbalancer.config.schema import Config, ProviderConfig
 from ccbalancer.dialects.base import Dialect, StreamDecoder
@@ -45,6 +47,12 @@ from ccbalancer.sse.event import Event
 from ccbalancer.timers import Handle, Scheduler
 
 
+class EventFilter(Protocol):
+    """Events on their way to the client: a continuation's splice, held tool calls."""
+
+    def feed(self, events: list[Event]) -> list[Event]: ...
+
+
 class AttemptRun:
     """Run with ``await run()``: returns when the answer finished, raises the attempt's
     ``UpstreamError`` otherwise (``committed`` says whether the client got events)."""
@@ -59,13 +67,18 @@ class AttemptRun:
         "_timer",
         "_timer_at",
         "_ttfb",
+        "body",
         "broadcast",
         "call",
         "committed",
+        "content_after",
+        "continuing",
         "dialect",
+        "on_content",
         "provider",
         "redaction",
         "scheduler",
+        "through",
         "transport",
         "upstream_model",
     )
@@ -80,7 +93,18 @@ class AttemptRun:
         call: Call,
         broadcast: Broadcast,
         redaction: Redaction,
+        *,
+        body: dict[str, Any] | None = None,
+        through: EventFilter | None = None,
+        continuing: bool = False,
+        on_content: Callable[[], None] | None = None,
     ) -> None:
+        self.body = body  # None: the call's own body
+        # what the events pass through before the client gets them (a continuation's
+        # splice, held tool calls); None on a plain attempt
+        self.through = through
+        self.continuing = continuing  # the answer is committed already: publish, never commit
+        self.on_content = on_content  # called once, when the attempt's first content arrives
         self.transport = transport
         self.scheduler = scheduler
         self.dialect = dialect
@@ -90,6 +114,7 @@ class AttemptRun:
         self.broadcast = broadcast
         self.redaction = redaction
         self.committed = False
+        self.content_after: float | None = None  # send -> first content, seconds
         timeouts = call.config.settings.timeouts
         self._machine = CommitMachine(
             provider.name, timeouts.first_event_timeout, timeouts.streaming.read_timeout
@@ -105,6 +130,7 @@ class AttemptRun:
 
     async def run(self) -> None:
         call, provider, dialect = self.call, self.provider, self.dialect
+        body = call.body if self.body is None else self.body
         timeouts = call.config.settings.timeouts
         self._sent = time.perf_counter()
         deadline = self._machine.start(self._clock())
@@ -117,10 +143,10 @@ class AttemptRun:
                     dialect.url(provider.base_url, call.query),
                     self._headers(),
                     dialect.body(
-                        call.body,
+                        body,
                         self.upstream_model,
                         provider.body_options,
-                        session=cache_session(call.headers, call.body),
+                        session=cache_session(call.headers, body),
                     ),
                     timeouts.streaming,
                 )
@@ -135,7 +161,8 @@ class AttemptRun:
                 raise await _status_error(response, dialect, provider.name, call.config)
             # an early input estimate for providers that report usage only at the end
             # (computed only for them: it costs CPU on a large body)
-            estimate = estimate_input_tokens(call.body) if dialect.wants_input_estimate else 0
+            estimate = estimate_input_tokens(body) if dialect.wants_input_estimate else 0
+            del body  # this frame lasts as long as the stream; the body must not
             self._decoder = decoder = dialect.decoder(
                 call.model, response.content_type, input_estimate=estimate
             )
@@ -164,8 +191,8 @@ class AttemptRun:
             return
         if events:
             commands = self._machine.feed(events, self._clock())
-            if len(commands) == 1 and type(commands[0]) is Publish:  # the usual case
-                try:
+            if len(commands) == 1 and type(commands[0]) is Publish and self.through is None:
+                try:  # the usual case: no dispatch
                     self.broadcast.publish(commands[0].events)
                 except Exception as bug:
                     done.set_exception(bug)
@@ -211,15 +238,19 @@ class AttemptRun:
         done = self._done
         assert done is not None
         broadcast = self.broadcast
+        through = self.through
         try:
             for command in commands:
                 if isinstance(command, Publish):
-                    broadcast.publish(command.events)
+                    events = command.events if through is None else through.feed(command.events)
+                    broadcast.publish(events)
                 elif isinstance(command, Commit):
                     self._commit(command.events)
                 elif isinstance(command, Finish):
-                    broadcast.outcome.stop_reason = self._machine.stop_reason
-                    broadcast.finish(command.events)
+                    events = command.events if through is None else through.feed(command.events)
+                    if not self.continuing:
+                        broadcast.outcome.stop_reason = self._machine.stop_reason
+                    broadcast.finish(events)
                     done.set_result(None)
                 elif isinstance(command, Arm):
                     self._arm(command.at)
@@ -231,10 +262,19 @@ class AttemptRun:
 
     def _commit(self, events: list[Event]) -> None:
         self.committed = True
-        self.call.release()  # no other attempt can start: the body is not needed
+        self.content_after = time.perf_counter() - self._sent
+        if self.on_content is not None:
+            self.on_content()
+        through = self.through
+        if through is not None:
+            events = through.feed(events)
+        if self.continuing:  # the client has the head and part of the message already
+            self.broadcast.publish(events)
+            return
+        self.call.release()  # no other attempt can start from the beginning
         name = self.provider.name
         outcome = self.broadcast.outcome
-        outcome.ttfc = time.perf_counter() - self._sent
+        outcome.ttfc = self.content_after
         outcome.provider = name
         outcome.usage = self._machine.usage
         outcome.stop_reason = self._machine.stop_reason
@@ -242,6 +282,14 @@ class AttemptRun:
         assert self._response is not None
         headers = self.redaction.headers(returned(self._response.headers))
         self.broadcast.commit(Head(name, headers), events)
+
+    @property
+    def machine(self) -> CommitMachine:
+        return self._machine
+
+    @property
+    def ttfb(self) -> float:
+        return self._ttfb
 
     def _arm(self, at: float) -> None:
         """One timer per attempt: one already due no later than ``at`` stays (when it fires

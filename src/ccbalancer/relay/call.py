@@ -1,8 +1,10 @@
 """What one answer needs from its request, fixed when the request is admitted.
 
 A call keeps the config snapshot it started with, so a reload never changes a call in flight.
-The request body and headers are the large part (Claude Code sends 100-500 KB): they are let
-go of as soon as an attempt commits, since no later attempt can start.
+The request body is the large part (Claude Code sends 100-500 KB): the parsed form is let go
+of as soon as an attempt commits, since no later attempt can start from the beginning. Only
+when the answer could still be finished elsewhere (mid-stream recovery, ``recoverable``) are
+the raw bytes and the headers kept until the stream ends: a continuation is built from them.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ class Call:
     session: str  # stickiness key: Claude Code session id, else a hash of the credential
     forced: str | None  # a provider named in the body: only that one is tried
     request_id: str
+    raw: bytes = b""  # the body as received
+    recoverable: bool = False  # set by the relay: a continuation could be asked for
 
     def release(self) -> None:
-        """Drop the request body and headers once an attempt has committed."""
+        """Drop what no later attempt needs once an attempt has committed."""
         self.body = {}
-        self.headers = {}
+        if not self.recoverable:
+            self.headers = {}
+            self.raw = b""

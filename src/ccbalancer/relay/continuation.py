@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 RESUME_PROMPT = (
     "Your previous response was cut off mid-stream. Continue it exactly where it stops: do "
     "not repeat anything already written, do not start over, and do not mention the "
@@ -73,7 +75,11 @@ class Cut:
         """Characters of text and tool input delivered (for an output-token estimate)."""
         chars = len(self.open_text)
         for block in self.blocks:
-            chars += len(str(block.get("text") or block.get("thinking") or block.get("input")))
+            kind = block.get("type")
+            if kind == "tool_use":
+                chars += len(orjson.dumps(block.get("input") or {}))
+            else:
+                chars += len(str(block.get("text") or block.get("thinking") or ""))
         return chars
 
 

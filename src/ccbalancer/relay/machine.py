@@ -143,6 +143,11 @@ class CommitMachine:
     def committed(self) -> bool:
         return self.phase is Phase.COMMITTED
 
+    @property
+    def saw_delta(self) -> bool:
+        """A ``message_delta`` arrived (its usage is the provider's final count)."""
+        return self._saw_delta
+
     def start(self, now: float) -> Arm:
         """The request was sent at ``now``."""
         self._deadline = now + self.first_event_timeout

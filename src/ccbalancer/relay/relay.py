@@ -11,9 +11,11 @@ error is scrubbed the moment it is caught (``failures.Redaction``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from ccbalancer.balance import Planner
+from ccbalancer.balance import Candidate, Planner
+from ccbalancer.balance.planner import Plan
 from ccbalancer.config.schema import Config, ProviderConfig
 from ccbalancer.dialects.base import Dialect
 from ccbalancer.dialects.capabilities import refused, request_needs
@@ -23,10 +25,75 @@ from ccbalancer.relay import failures
 from ccbalancer.relay.attempt import AttemptRun
 from ccbalancer.relay.call import Call
 from ccbalancer.relay.failures import Redaction
+from ccbalancer.relay.hold import ToolHold
+from ccbalancer.relay.recovery import Recovery
 from ccbalancer.relay.transport import UpstreamTransport
-from ccbalancer.sharing.broadcast import Broadcast
+from ccbalancer.sharing.broadcast import Broadcast, State
 from ccbalancer.timers import Scheduler
-from ccbalancer.upstream.health import HealthRegistry
+from ccbalancer.upstream.health import HealthRegistry, ProviderHealth
+
+
+class Attempting:
+    """One answer's attempts: what the candidate loop and a recovery share."""
+
+    def __init__(self, relay: Relay, call: Call, broadcast: Broadcast, plan: Plan) -> None:
+        self.relay = relay
+        self.call = call
+        self.broadcast = broadcast
+        self.plan = plan
+        self.health = relay.health
+        self.scheduler: Scheduler = relay.scheduler or asyncio.get_running_loop()
+        self.redaction = Redaction(relay.scrub, call.credential)
+        self.last_error: UpstreamError | None = None
+        self.last_stop_reason: str | None = None
+
+    def run(
+        self,
+        candidate: Candidate,
+        provider: ProviderConfig,
+        model: str,
+        **options: Any,
+    ) -> AttemptRun:
+        relay = self.relay
+        return AttemptRun(
+            relay.transport,
+            self.scheduler,
+            relay.dialects[provider.type],
+            provider,
+            model,
+            self.call,
+            self.broadcast,
+            self.redaction,
+            **options,
+        )
+
+    def candidates(self, exclude: list[str]) -> Iterator[tuple[Candidate, ProviderConfig, str]]:
+        """The route's candidates as the planner orders them now, without ``exclude``."""
+        call = self.call
+        config = call.config
+        plan = self.relay.planner.plan(config, call.model, call.session, call.forced)
+        for candidate in plan.candidates:
+            if candidate.provider in exclude:
+                continue
+            provider = config.providers_by_name[candidate.provider]
+            model = call.model if candidate.model == "passthrough" else candidate.model
+            yield candidate, provider, model
+
+    def release(self, health: ProviderHealth, error: UpstreamError, count: bool = True) -> None:
+        """An attempt failed: a strike if ``error`` counts against the provider."""
+        clock = self.health.clock
+        self.last_error = error
+        if count and _counts(error, self.call.config):
+            health.release_failure(clock(), error.reason, error.retry_after)
+        else:
+            health.release_neutral(clock())
+
+    def health_success(self, health: ProviderHealth, run: AttemptRun) -> None:
+        self.last_stop_reason = run.machine.stop_reason
+        health.release_success(self.health.clock(), run.content_after)
+
+    def health_neutral(self, health: ProviderHealth) -> None:
+        health.release_neutral(self.health.clock())
 
 
 class Relay:
@@ -44,7 +111,7 @@ class Relay:
         self.health = health
         self.dialects = dialects
         self.scrub = scrub
-        self._scheduler = scheduler
+        self.scheduler = scheduler  # None: the running loop
 
     async def produce(self, call: Call, broadcast: Broadcast) -> None:
         config = call.config
@@ -55,8 +122,10 @@ class Relay:
         if plan.route_key is None and not plan.candidates:
             broadcast.fail(failures.no_route(call.model))
             return
-        scheduler = self._scheduler or asyncio.get_running_loop()
-        redaction = Redaction(self.scrub, call.credential)
+        at = Attempting(self, call, broadcast, plan)
+        call.recoverable = config.settings.recovery.enabled and any(
+            config.providers_by_name[c.provider].continues != "none" for c in plan.candidates[1:]
+        )
         attempts = broadcast.outcome.attempts
         errors: list[UpstreamError] = []
         skipped = [f"{name}: {why}" for name, why in plan.skipped]
@@ -77,29 +146,17 @@ class Relay:
                 skipped.append(f"{name}: busy (half-open probe or full)")
                 continue
             model = call.model if candidate.model == "passthrough" else candidate.model
-            run = AttemptRun(
-                self.transport,
-                scheduler,
-                self.dialects[provider.type],
-                provider,
-                model,
-                call,
-                broadcast,
-                redaction,
-            )
+            through = ToolHold() if config.settings.recovery.hold_tool_input else None
+            run = at.run(candidate, provider, model, through=through)
             try:
                 await run.run()
             except UpstreamError as error:
-                redaction.error(error)
-                if _counts(error, config):
-                    health.release_failure(self.health.clock(), error.reason, error.retry_after)
-                else:
-                    health.release_neutral(self.health.clock())
+                at.redaction.error(error)
+                at.release(health, error)
                 if run.committed:
                     self.planner.failed(plan.route_key, call.session, name)
                     _replace_last(attempts, _record(name, "mid_stream", error))
-                    frame, failure = failures.mid_stream(error)
-                    broadcast.fail(failure, [frame])
+                    await self._committed_failure(at, run, error)
                     return
                 if not _fails_over(error, provider):
                     # a client error: the provider is fine and the session keeps it
@@ -110,10 +167,10 @@ class Relay:
                 attempts.append(_record(name, "failover", error))
                 errors.append(error)
             except BaseException:  # cancelled (every client left): never the provider's fault
-                health.release_neutral(self.health.clock())
+                at.health_neutral(health)
                 raise
             else:
-                health.release_success(self.health.clock(), broadcast.outcome.ttfc)
+                at.health_success(health, run)
                 self.planner.succeeded(config, plan.route_key, call.session, name)
                 return
         if refusals and len(refusals) == len(plan.candidates) and not errors:
@@ -131,6 +188,25 @@ class Relay:
                 call.model, errors, skipped, self._retry_after(met, plan.retry_after)
             )
         )
+
+    async def _committed_failure(
+        self, at: Attempting, run: AttemptRun, error: UpstreamError
+    ) -> None:
+        """Finish the answer on another provider when recovery can; else end the stream with
+        a proper ``event: error`` (never fake text, never an invented stop reason)."""
+        call, broadcast = at.call, at.broadcast
+        if call.recoverable:
+            result = await Recovery(at, broadcast).finish(run, error)
+            if result.recovered:
+                # the client's next turn must go where its thinking signature is valid
+                sticky = result.thinking_from or result.served_by
+                self.planner.succeeded(call.config, at.plan.route_key, call.session, sticky)
+                broadcast.outcome.stop_reason = at.last_stop_reason
+                return
+            broadcast.outcome.not_recovered = result.why
+        if broadcast.state is State.COMMITTED:
+            frame, failure = failures.mid_stream(error)
+            broadcast.fail(failure, [frame])
 
     def _retry_after(self, providers: list[str], planned: float | None) -> float:
         """Shortest remaining cooldown among the providers this request met, 1-60 s."""

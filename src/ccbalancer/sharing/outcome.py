@@ -38,3 +38,5 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str | None = None
     remote: bool = False  # produced by another instance (sharing through Redis)
+    recovered: bool = False  # finished on another provider after a mid-stream cut
+    not_recovered: str = ""  # why a cut answer could not be finished elsewhere

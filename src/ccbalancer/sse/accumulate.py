@@ -112,6 +112,23 @@ class MessageAccumulator:
             else:
                 content[index] = block
 
+    def open_block(self) -> tuple[int, dict[str, Any]] | None:
+        """The block still open (started, not stopped) with its content so far, if any."""
+        if not self._blocks:
+            return None
+        index = max(self._blocks)
+        block = dict(self._blocks[index])
+        parts = self._json_parts.get(index)
+        if parts is not None:
+            block["partial_json"] = "".join(parts)
+        return index, block
+
+    def done_blocks(self) -> list[dict[str, Any]]:
+        """The blocks completed so far, in order."""
+        if self.message is None:
+            return []
+        return [b for b in self.message["content"] if b is not None]
+
     def result(self) -> dict[str, Any]:
         """The Message so far; blocks still open are closed as they stand."""
         for index in sorted(self._blocks):
