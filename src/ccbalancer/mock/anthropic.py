@@ -13,6 +13,7 @@ import orjson
 
 from ccbalancer.errors import error_type_for_status
 from ccbalancer.mock.act import Turn, user_words, working_directory
+from ccbalancer.mock.continuation import Continuation, asks_to_resume, delivered_blocks
 from ccbalancer.mock.dialect import (
     Call,
     Json,
@@ -23,6 +24,7 @@ from ccbalancer.mock.dialect import (
     prompt_texts,
 )
 from ccbalancer.mock.plan import Block, Plan, final_text
+from ccbalancer.mock.rules import anthropic_refusal
 from ccbalancer.mock.script import Script
 
 _PING = b'{"type":"ping"}'
@@ -77,6 +79,24 @@ class AnthropicDialect:
 
     def directive_text(self, body: Json) -> str:
         return last_user_text(body)
+
+    def continuation(self, body: Json) -> Continuation | None:
+        messages = messages_of(body)
+        if messages and messages[-1].get("role") == "assistant":
+            delivered = delivered_blocks(messages[-1].get("content"))
+            return Continuation("prefill", delivered, {**body, "messages": messages[:-1]})
+        if (
+            len(messages) >= 2
+            and messages[-1].get("role") == "user"
+            and asks_to_resume(messages[-1].get("content"))
+            and messages[-2].get("role") == "assistant"
+        ):
+            delivered = delivered_blocks(messages[-2].get("content"))
+            return Continuation("resume", delivered, {**body, "messages": messages[:-2]})
+        return None
+
+    def refusal(self, body: Json) -> str | None:
+        return anthropic_refusal(body)
 
     def tool_result(self, body: Json) -> str | None:
         message = last_message(body, "user")

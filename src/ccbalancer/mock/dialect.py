@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ccbalancer.mock.act import Turn
+from ccbalancer.mock.continuation import Continuation
 from ccbalancer.mock.plan import Plan
 from ccbalancer.mock.script import Script
 
@@ -34,6 +35,14 @@ class MockDialect(Protocol):
 
     def directive_text(self, body: Json) -> str:
         """The text of the last user message, where a ``<<mock ...>>`` directive may sit."""
+        ...
+
+    def continuation(self, body: Json) -> Continuation | None:
+        """The continuation ``body`` asks for (a prefill or a resume), if it is one."""
+        ...
+
+    def refusal(self, body: Json) -> str | None:
+        """Why the real API would answer ``body`` with a 400, or None."""
         ...
 
     def tool_result(self, body: Json) -> str | None:

@@ -14,6 +14,7 @@ import time
 import orjson
 
 from ccbalancer.mock.act import Turn, user_words, working_directory
+from ccbalancer.mock.continuation import Continuation, asks_to_resume
 from ccbalancer.mock.dialect import (
     Call,
     Json,
@@ -23,6 +24,7 @@ from ccbalancer.mock.dialect import (
     prompt_texts,
 )
 from ccbalancer.mock.plan import Block, Plan, final_text
+from ccbalancer.mock.rules import openai_refusal
 from ccbalancer.mock.script import Script
 
 _FINISH = {"tool_use": "tool_calls", "end_turn": "stop"}
@@ -73,6 +75,32 @@ class OpenAIDialect:
 
     def directive_text(self, body: Json) -> str:
         return last_user_text(body)
+
+    def continuation(self, body: Json) -> Continuation | None:
+        # a resume as the OpenAI dialect translates it: the assistant message (its text, then
+        # its tool_calls), a `tool` message per call, the user message with RESUME_PROMPT.
+        # A prefill has no continuation here: `refusal` answers it.
+        messages = messages_of(body)
+        if not messages or not asks_to_resume(messages[-1].get("content")):
+            return None
+        at = len(messages) - 2
+        while at >= 0 and messages[at].get("role") == "tool":
+            at -= 1
+        if messages[-1].get("role") != "user" or at < 0 or messages[at].get("role") != "assistant":
+            return None
+        text = content_text(messages[at].get("content"))
+        delivered: list[Json] = [{"type": "text", "text": text}] if text else []
+        for call in messages[at].get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                arguments = _arguments(function.get("arguments"))
+                delivered.append(
+                    {"type": "tool_use", "name": function.get("name"), "input": arguments}
+                )
+        return Continuation("resume", tuple(delivered), {**body, "messages": messages[:at]})
+
+    def refusal(self, body: Json) -> str | None:
+        return openai_refusal(body)
 
     def tool_result(self, body: Json) -> str | None:
         # tool results are `role: tool` messages after the assistant turn that called the tool

@@ -2,8 +2,9 @@
 
 ``build_plan`` turns a Script (and, for ``tool_then_text``, the tool result the client sent
 back) into content blocks whose text is already cut into the pieces that become one delta event
-each. The Anthropic and OpenAI renderers only frame these pieces, so both formats stream the
-same content for the same script.
+each: by words, or exactly as ``Script.pieces`` / ``Script.content`` say. The Anthropic and
+OpenAI renderers only frame these pieces, so both formats stream the same content for the same
+script. The plan is the whole canned answer; ``continuation.py`` takes what follows a cut.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 
+from ccbalancer.mock.content import parse_content, parse_pieces
 from ccbalancer.mock.script import Script
 
 # Stands in for a benchmark stamp inside pre-encoded frames; the writer splits each such frame
@@ -112,6 +115,20 @@ def _tool_block(script: Script) -> Block:
     return tool_block(script.tool_name, script.tool_input or default)
 
 
+def _scripted(block: dict[str, Any]) -> Block:
+    """A Block from one checked entry of ``Script.content``."""
+    kind, pieces = block["type"], block.get("pieces")
+    if kind == "text":
+        return Block("text", tuple(split_text(block["text"], None) if pieces is None else pieces))
+    if kind == "thinking":
+        thought = tuple(_chunks(block["thinking"], 16) if pieces is None else pieces)
+        return Block("thinking", thought, signature=block["signature"] or SIGNATURE)
+    if kind == "redacted_thinking":
+        return Block("redacted_thinking", data=block["data"] or REDACTED)
+    tool = tool_block(block["name"], block["input"])
+    return replace(tool, id=block["id"]) if block["id"] else tool
+
+
 def plan_of(blocks: tuple[Block, ...]) -> Plan:
     """The plan of ``blocks``: stops for the tool if the last block calls one."""
     stop_reason = "tool_use" if blocks[-1].kind == "tool_use" else "end_turn"
@@ -122,6 +139,8 @@ def plan_of(blocks: tuple[Block, ...]) -> Plan:
 def build_plan(script: Script, tool_result: str | None) -> Plan:
     """The blocks ``script`` answers with; ``tool_result`` is the content the client sent back
     for a previous tool call (``None`` when the last user turn holds none)."""
+    if script.content:
+        return plan_of(tuple(_scripted(block) for block in parse_content(script.content)))
     if script.reply == "tool_use":
         blocks: tuple[Block, ...] = (_tool_block(script),)
     elif script.reply == "thinking_tool":
@@ -134,6 +153,8 @@ def build_plan(script: Script, tool_result: str | None) -> Plan:
         blocks = (_tool_block(script),)
     elif script.reply == "tool_then_text":
         blocks = (_text_block(script, f"The tool returned: {tool_result}"),)
+    elif script.pieces:
+        blocks = (Block("text", tuple(parse_pieces(script.pieces))),)
     else:
         blocks = (_text_block(script, script.text),)
     return plan_of(blocks)

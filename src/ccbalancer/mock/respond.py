@@ -1,9 +1,10 @@
 """One model-call answer, from a resolved Script: the error, HTML, JSON or SSE response.
 
 The order mirrors what can go wrong on the way to a real provider: a delay before the status
-line, a reset instead of any response, an HTML page from a proxy in between, an error status
-with the provider's JSON envelope, a 200 whose body is an error object, and finally a message —
-streamed (``stream.play``) or whole.
+line, a reset instead of any response, an HTML page from a proxy in between, a 400 for a
+request the real API refuses (``rules.py``; a continuation that is not this provider's answer),
+an error status with the provider's JSON envelope, a 200 whose body is an error object, and
+finally a message — streamed (``stream.play``) or whole.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import orjson
 from aiohttp import web
 
 from ccbalancer.mock.act import act
+from ccbalancer.mock.continuation import Continuation, Mismatch, continued
 from ccbalancer.mock.dialect import Call, Json, MockDialect
 from ccbalancer.mock.frames import encode, encode_all
-from ccbalancer.mock.plan import build_plan, plan_of
+from ccbalancer.mock.plan import Plan, build_plan, plan_of
 from ccbalancer.mock.script import Script
 from ccbalancer.mock.stream import abort, play, stall
 
@@ -62,8 +64,31 @@ def _html_page(status: int) -> str:
     )
 
 
+def plan_for(
+    dialect: MockDialect, script: Script, body: Json, continuation: Continuation | None
+) -> Plan | str:
+    """What to answer, or why the real API would refuse the request (a 400). A continuation
+    gets the rest of the answer to the request it continues."""
+    refused = dialect.refusal(body)
+    if refused is not None:
+        return refused
+    asked = continuation.original if continuation is not None else body
+    acted = act(dialect.turn(asked)) if script.act else None
+    plan = plan_of(acted) if acted else build_plan(script, dialect.tool_result(asked))
+    if continuation is None:
+        return plan
+    try:
+        return continued(plan, continuation, script.resume_repeat)
+    except Mismatch as exc:
+        return str(exc)
+
+
 async def respond(
-    request: web.Request, dialect: MockDialect, script: Script, body: Json
+    request: web.Request,
+    dialect: MockDialect,
+    script: Script,
+    body: Json,
+    continuation: Continuation | None = None,
 ) -> web.StreamResponse:
     call = call_for(dialect, body, script)
     if script.headers_delay > 0:
@@ -72,15 +97,22 @@ async def respond(
         abort(request)
         return web.Response()  # never sent: the connection is gone
     headers = dialect.headers(call)
-    failing = script.html or script.status != 200 or script.body_json_error
-    if failing and script.retry_after is not None:
-        headers["retry-after"] = f"{script.retry_after:g}"
+    retry_after = {} if script.retry_after is None else {"retry-after": f"{script.retry_after:g}"}
     if script.html:
         page = _html_page(script.status)
         return web.Response(
-            status=script.status, text=page, content_type="text/html", headers=headers
+            status=script.status,
+            text=page,
+            content_type="text/html",
+            headers={**headers, **retry_after},
         )
-    if failing:
+    plan = plan_for(dialect, script, body, continuation)
+    if isinstance(plan, str):
+        return error_response(
+            dialect, call, 400, plan, error_type="invalid_request_error", headers=headers
+        )
+    if script.status != 200 or script.body_json_error:
+        headers.update(retry_after)
         return error_response(
             dialect,
             call,
@@ -90,8 +122,6 @@ async def respond(
             headers=headers,
         )
 
-    acted = act(dialect.turn(body)) if script.act else None
-    plan = plan_of(acted) if acted else build_plan(script, dialect.tool_result(body))
     if body.get("stream") is not True:
         return await _whole(request, dialect.message(plan, call), script, headers)
 

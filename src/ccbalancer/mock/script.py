@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from ccbalancer.mock.content import parse_content, parse_pieces
+
 REPLIES = ("text", "tool_use", "thinking_tool", "tool_then_text")
 DROPS = (None, "message_stop", "message_delta")
 LINE_ENDINGS = ("lf", "crlf", "cr")
@@ -29,6 +31,10 @@ class Script:
     Positions (``error_after``, ``stall_after``, ``cut_after``) count frames already sent,
     ``message_start`` (OpenAI: the role chunk) included; ``invalid_json_at`` is 1-based (the
     frame that would be sent right after ``error_after = invalid_json_at - 1``).
+
+    ``pieces`` and ``content`` script exact answers (``content.py``); ``resume_repeat`` is how
+    a continuation in ``resume`` mode starts (``continuation.py``). A continuation request is
+    answered by the same Script as the request it continues, faults included.
     """
 
     reply: str = "text"
@@ -61,6 +67,9 @@ class Script:
     fail_rate: float = 0.0
     ping: bool = True
     act: bool = False  # tools offered + words asking for an action: use a tool (mock/act.py)
+    pieces: str = ""  # JSON array of strings: the text reply's delta pieces exactly
+    content: str = ""  # JSON array of content blocks to answer with, instead of reply/text
+    resume_repeat: int = 3  # words of the delivered tail a resumed answer says again (0: none)
 
 
 def _kinds() -> dict[str, tuple[type, bool]]:
@@ -102,6 +111,12 @@ def _check(name: str, value: Any) -> Any:
         raise ValueError(f"Script.{name} must be one of {choices}, got {value!r}")
     if name == "tool_input" and value and not _json_object(value):
         raise ValueError(f"Script.tool_input must be a JSON object, got {value!r}")
+    if name == "pieces" and value:
+        parse_pieces(value)
+    if name == "content" and value:
+        parse_content(value)
+    if name == "resume_repeat" and value < 0:
+        raise ValueError(f"Script.resume_repeat must be 0 or more, got {value!r}")
     return value
 
 

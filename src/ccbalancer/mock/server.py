@@ -4,7 +4,8 @@ Every path starts with the provider's name (``/{name}/v1/messages``, ``/{name}/v
 completions``), so one server plays all the providers of a test, the demo or the benchmark;
 names need no registration. Per request the Script is chosen as directive > enqueued >
 configured default, the request is recorded, and the answer is rendered by the dialect of the
-path. ``/_mock/...`` exposes the same controls over HTTP for out-of-process users (``control.py``).
+path; a request continuing a cut answer (``continuation.py``) gets the rest of that answer.
+``/_mock/...`` exposes the same controls over HTTP for out-of-process users (``control.py``).
 """
 
 from __future__ import annotations
@@ -283,15 +284,19 @@ class MockServer:
         parsed = _parse(raw)
         name = self._record(request, raw, parsed)
         body = parsed or {}
+        # a continuation is answered by the script of the request it continues: its directive
+        # sits in that request's last user message, not in the resume turn
+        continuation = dialect.continuation(body)
+        asked = continuation.original if continuation is not None else body
         try:
-            script = self._script_for(name, dialect, body)
+            script = self._script_for(name, dialect, asked)
         except ValueError as exc:
             return error_response(dialect, call_for(dialect, body, Script()), 400, str(exc))
         self._active += 1
         if self._waiters:
             self._changed()
         try:
-            return await respond(request, dialect, script, body)
+            return await respond(request, dialect, script, body, continuation)
         except ConnectionResetError:  # the client left while we wrote; nobody to answer
             return web.Response()
         finally:
