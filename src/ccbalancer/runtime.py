@@ -41,7 +41,8 @@ from ccbalancer.observe.metrics import Metrics
 from ccbalancer.observe.recent import RecentRequests
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.observe.refusals import Refusals
-from ccbalancer.relay import Call, Relay
+from ccbalancer.relay.call import Call
+from ccbalancer.relay.relay import Relay
 from ccbalancer.sharing.broadcast import Broadcast
 from ccbalancer.sharing.calls import SharedCalls
 from ccbalancer.sharing.hub import Hub

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ccbalancer.mock import Script
-from ccbalancer.relay import Call
+from ccbalancer.relay.call import Call
 from tests.conftest import config_text, msg, read_events, until
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

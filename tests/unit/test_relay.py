@@ -13,8 +13,9 @@ from ccbalancer.config import parse_config
 from ccbalancer.dialects.anthropic import AnthropicDialect
 from ccbalancer.dialects.openai import OpenAIDialect
 from ccbalancer.errors import UpstreamConnectError
-from ccbalancer.relay import Call, MemoryTransport, Relay
-from ccbalancer.relay.transport import MemoryCall
+from ccbalancer.relay.call import Call
+from ccbalancer.relay.relay import Relay
+from ccbalancer.relay.transport import MemoryCall, MemoryTransport
 from ccbalancer.sharing.broadcast import Broadcast, State
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry
 from tests.conftest import Clock, parse_frames, settle

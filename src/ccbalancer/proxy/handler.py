@@ -18,7 +18,7 @@ from aiohttp import web
 from ccbalancer.errors import ClientError
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy import respond, writer
-from ccbalancer.relay import Call
+from ccbalancer.relay.call import Call
 from ccbalancer.runtime import RUNTIME, Runtime
 from ccbalancer.sharing.broadcast import Broadcast, Lagged
 from ccbalancer.sharing.key import coalescing_key

@@ -67,6 +67,7 @@ class AttemptRun:
         "_timer",
         "_timer_at",
         "_ttfb",
+        "before_finish",
         "body",
         "broadcast",
         "call",
@@ -98,6 +99,7 @@ class AttemptRun:
         through: EventFilter | None = None,
         continuing: bool = False,
         on_content: Callable[[], None] | None = None,
+        before_finish: Callable[[AttemptRun], None] | None = None,
     ) -> None:
         self.body = body  # None: the call's own body
         # what the events pass through before the client gets them (a continuation's
@@ -105,6 +107,9 @@ class AttemptRun:
         self.through = through
         self.continuing = continuing  # the answer is committed already: publish, never commit
         self.on_content = on_content  # called once, when the attempt's first content arrives
+        # called just before the answer is finished: what the subscribers' records read must
+        # be in place by then (a client may finish and be recorded before run() returns)
+        self.before_finish = before_finish
         self.transport = transport
         self.scheduler = scheduler
         self.dialect = dialect
@@ -248,7 +253,9 @@ class AttemptRun:
                     self._commit(command.events)
                 elif isinstance(command, Finish):
                     events = command.events if through is None else through.feed(command.events)
-                    if not self.continuing:
+                    if self.before_finish is not None:
+                        self.before_finish(self)
+                    else:
                         broadcast.outcome.stop_reason = self._machine.stop_reason
                     broadcast.finish(events)
                     done.set_result(None)

@@ -39,7 +39,6 @@ PENDING_TOOL = (
 )
 # Claude models before 4.6 accept an assistant prefill; 4.6 and later answer 400.
 _CLAUDE = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-)?(\d+)(?:[-.](\d{1,2}))?(?!\d)")
-_WHITESPACE = " \t\r\n"
 
 
 @dataclass(slots=True)
@@ -113,18 +112,28 @@ def thinking_on(body: dict[str, Any]) -> bool:
     return isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
 
 
-def mode_for(setting: str, provider_type: str, upstream_model: str, body: dict[str, Any]) -> str:
+def mode_for(
+    setting: str, provider_type: str, upstream_model: str, body: dict[str, Any], cut: Cut
+) -> str:
     """``prefill``, ``resume`` or ``none`` for one candidate (``setting``: its
-    ``continuation``; ``auto`` picks prefill where the model takes it)."""
+    ``continuation``; ``auto`` picks prefill where the model takes it). A prefill that would
+    end in a tool call nobody answered, or continue a forced tool choice, is not one the API
+    is known to take: those go as a resume."""
     if setting == "none":
         return "none"
-    prefill_ok = (
-        provider_type == "anthropic" and not thinking_on(body) and accepts_prefill(upstream_model)
+    choice = body.get("tool_choice")
+    forced = isinstance(choice, dict) and choice.get("type") in ("any", "tool")
+    delivered = cut.delivered()
+    fits = not (
+        thinking_on(body)
+        or forced
+        or (delivered and delivered[-1].get("type") == "tool_use")
+        or provider_type != "anthropic"
     )
-    if setting == "prefill":
-        return "prefill" if prefill_ok else "none"
-    if setting == "auto":
-        return "prefill" if prefill_ok else "resume"
+    if setting == "prefill":  # the operator knows the model takes it
+        return "prefill" if fits else "resume"
+    if setting == "auto" and fits and accepts_prefill(upstream_model):
+        return "prefill"
     return "resume"
 
 
@@ -134,6 +143,10 @@ def continuation_body(body: dict[str, Any], cut: Cut, mode: str) -> tuple[dict[s
     out = {k: v for k, v in body.items() if k not in ("thinking", "provider")}
     if thinking_on(body):
         out["thinking"] = {"type": "disabled"}
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        # a forced tool use was the answer's start, not what it still owes
+        out["tool_choice"] = {**{k: v for k, v in choice.items() if k != "name"}, "type": "auto"}
     _drop_thinking_edits(out)
     messages = [_without_thinking(m) for m in body.get("messages") or [] if isinstance(m, dict)]
     delivered = cut.delivered()
@@ -141,7 +154,7 @@ def continuation_body(body: dict[str, Any], cut: Cut, mode: str) -> tuple[dict[s
     if mode == "prefill":
         if delivered and delivered[-1].get("type") == "text":
             text = delivered[-1]["text"]
-            kept = text.rstrip(_WHITESPACE)
+            kept = text.rstrip()  # any whitespace the API would refuse, Unicode's too
             stripped = text[len(kept) :]
             delivered[-1] = {"type": "text", "text": kept}
             if not kept:

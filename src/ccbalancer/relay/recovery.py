@@ -82,7 +82,7 @@ class Recovery:
             cut_at = _where(cut)
             next_run: AttemptRun | None = None
             for candidate, provider, model in at.candidates(exclude=failed):
-                mode = mode_for(provider.continues, provider.type, model, body)
+                mode = mode_for(provider.continues, provider.type, model, body, cut)
                 if mode == "none":
                     continue
                 if left == 0:
@@ -92,31 +92,27 @@ class Recovery:
                     continue
                 left -= 1
                 request, stripped = continuation_body(body, cut, mode)
-                splice = Splice(cut, mode, stripped, first, first_output)
-                through: EventFilter = splice
-                if settings.hold_tool_input:
-                    through = _Chain(splice, ToolHold())
-                pings = _Pings(at, self.broadcast)
+                step = _Continuation(
+                    self.broadcast,
+                    Splice(cut, mode, stripped, first, first_output),
+                    Attempt(provider.name, "continued", mode=mode, at=cut_at, why=error.short),
+                    _Pings(at, self.broadcast),
+                    estimated,
+                )
                 run = at.run(
-                    candidate, provider, model, body=request, through=through,
-                    continuing=True, on_content=pings.stop,
+                    candidate, provider, model, body=request,
+                    through=_Chain(step.splice, ToolHold()) if settings.hold_tool_input
+                    else step.splice,
+                    continuing=True, on_content=step.pings.stop, before_finish=step.finishing,
                 )  # fmt: skip
-                record = Attempt(provider.name, "continued", mode=mode, at=cut_at, why=error.short)
-                pings.start()
+                step.pings.start()
                 try:
                     await run.run()
                 except UpstreamError as failure:
                     at.redaction.error(failure)
-                    client_side = (
-                        isinstance(failure, UpstreamStatusError)
-                        and 400 <= (failure.status or 0) < 500
-                        and not failure.unhealthy
-                    )
+                    client_side = _refused(failure)
                     at.release(health, failure, count=not client_side)
-                    record.outcome = "mid_stream" if run.committed else "failover"
-                    record.reason, record.detail = failure.reason, failure.short
-                    record.status, record.overlap = failure.status, splice.overlap
-                    self.broadcast.outcome.attempts.append(record)
+                    step.failed(run, failure, client_side)
                     failed.append(provider.name)
                     if run.committed:  # it delivered content, then it was cut too
                         next_run, error = run, failure
@@ -128,18 +124,8 @@ class Recovery:
                     at.health_neutral(health)
                     raise
                 finally:
-                    pings.stop()
+                    step.pings.stop()
                 at.health_success(health, run)
-                record.gap = pings.gap
-                record.overlap = splice.overlap
-                record.estimated = estimated
-                made = run.machine.usage
-                record.input_tokens, record.output_tokens = made.total_input, made.output_tokens
-                outcome = self.broadcast.outcome
-                outcome.attempts.append(record)
-                outcome.recovered = True
-                # what the client was told: the first provider's input, both outputs
-                outcome.usage.output_tokens = first_output + made.output_tokens
                 return Result(
                     True, served_by=provider.name, thinking_from=thinking_from, failed=failed
                 )
@@ -169,6 +155,64 @@ class Recovery:
         if machine.saw_delta:
             cut.output_tokens = machine.usage.output_tokens
         return cut
+
+
+class _Continuation:
+    """One continuation attempt's parts: its splice, its pings and its record."""
+
+    __slots__ = ("broadcast", "estimated", "pings", "record", "splice")
+
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        splice: Splice,
+        record: Attempt,
+        pings: _Pings,
+        estimated: bool,
+    ) -> None:
+        self.broadcast = broadcast
+        self.splice = splice
+        self.record = record
+        self.pings = pings
+        self.estimated = estimated
+
+    def finishing(self, run: AttemptRun) -> None:
+        """The answer is about to finish: the record and the usage the client was told go into
+        the outcome before any subscriber reads it (a client may be done, and recorded, before
+        the relay hears that the run ended)."""
+        made = run.machine.usage
+        record, splice = self.record, self.splice
+        record.gap, record.overlap, record.estimated = (
+            self.pings.gap,
+            splice.overlap,
+            self.estimated,
+        )
+        record.input_tokens, record.output_tokens = made.total_input, made.output_tokens
+        outcome = self.broadcast.outcome
+        outcome.attempts.append(record)
+        outcome.recovered = True
+        outcome.stop_reason = splice.stop_reason or run.machine.stop_reason
+        # what the client was told: the first provider's input, both providers' output
+        outcome.usage.output_tokens = splice.first_output + made.output_tokens
+
+    def failed(self, run: AttemptRun, failure: UpstreamError, client_side: bool) -> None:
+        record = self.record
+        if run.committed:
+            record.outcome = "mid_stream"
+        else:
+            record.outcome = "client_error" if client_side else "failover"
+        record.reason, record.detail, record.status = failure.reason, failure.short, failure.status
+        record.overlap = self.splice.overlap
+        self.broadcast.outcome.attempts.append(record)
+
+
+def _refused(failure: UpstreamError) -> bool:
+    """A 4xx to a continuation: the request was ours to get right, not the provider's fault."""
+    return (
+        isinstance(failure, UpstreamStatusError)
+        and 400 <= (failure.status or 0) < 500
+        and not failure.unhealthy
+    )
 
 
 def _where(cut: Cut) -> str:

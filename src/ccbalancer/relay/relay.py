@@ -201,7 +201,6 @@ class Relay:
                 # the client's next turn must go where its thinking signature is valid
                 sticky = result.thinking_from or result.served_by
                 self.planner.succeeded(call.config, at.plan.route_key, call.session, sticky)
-                broadcast.outcome.stop_reason = at.last_stop_reason
                 return
             broadcast.outcome.not_recovered = result.why
         if broadcast.state is State.COMMITTED:

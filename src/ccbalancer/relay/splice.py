@@ -49,6 +49,7 @@ class Splice:
         "first_output",
         "overlap",
         "started",
+        "stop_reason",
     )
 
     def __init__(self, cut: Cut, mode: str, stripped: str, first: Usage, first_output: int) -> None:
@@ -67,6 +68,7 @@ class Splice:
         self._tools = bool(cut.tools)
         self.overlap = 0  # characters of repeated tail removed (for the record)
         self.started = False  # the continuation has produced content
+        self.stop_reason: str | None = None  # the one the client was told
 
     def feed(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
@@ -175,6 +177,7 @@ class Splice:
         delta = dict(payload.get("delta") or {})
         if delta.get("stop_reason") == "end_turn" and self._tools:
             delta["stop_reason"] = "tool_use"  # the client still has tool calls to run
+        self.stop_reason = delta.get("stop_reason")
         usage = dict(payload.get("usage") or {})
         usage["output_tokens"] = self.first_output + int(usage.get("output_tokens") or 0)
         first = self.first
