@@ -533,3 +533,36 @@ async def test_an_image_read_by_a_tool_reaches_an_openai_provider_as_an_image_pa
     url = part["image_url"]["url"]
     assert url.startswith("data:image/png;base64,")
     assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+async def test_a_provider_that_cuts_every_answer_costs_claude_code_nothing(
+    claude_bin, mock, balancer_factory, tmp_path
+):
+    """Mid-stream recovery with the real CLI (docs/recovery.md): ``cutter`` cuts every answer
+    a few events in, ``good`` is healthy. The turn that calls a tool and the turn that
+    answers with its output are both finished on ``good`` as the same message: no api_retry,
+    no non-streaming re-send, and the full answer text."""
+    turn = {"reply": "tool_then_text", "tool_command": "echo CCB_TOOL_OK"}
+    mock.configure("cutter", Script(**turn, cut_after=5))  # inside the tool call, then the text
+    mock.configure("good", Script(**turn))
+    settings = (
+        "sticky_provider_duration: 0\n"  # every turn starts at the cutter again
+        "unhealthy_threshold: 100\n"
+        "recovery: {hold_tool_input: true}\n"  # so a cut inside the tool call can be redone
+    )
+    b = await balancer_factory(config_text(mock, ["cutter", "good"], settings=settings))
+
+    run = await run_claude(
+        claude_bin, b.url, "Run the command you are given.", tmp_path / "home", tmp_path / "work"
+    )
+
+    result = assert_succeeded(run, "The tool returned: CCB_TOOL_OK")
+    (tool_use,) = run.blocks("assistant", "tool_use")
+    assert tool_use["input"]["command"] == "echo CCB_TOOL_OK"
+    (cli_result,) = run.blocks("user", "tool_result")
+    assert str(cli_result["content"]).strip() == "CCB_TOOL_OK", run.report()
+    assert result.get("stop_reason") == "end_turn", run.report()
+    # two turns, each cut once and continued once: no re-send of any kind reached a provider
+    assert len(mock.requests("cutter")) == 2 and len(mock.requests("good")) == 2
+    rows = b.runtime.recent.rows()
+    assert [r["outcome"] for r in rows] == ["recovered", "recovered"], rows
