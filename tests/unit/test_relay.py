@@ -237,3 +237,90 @@ async def test_cancellation_releases_health_neutrally(rig: Rig) -> None:
     health = rig.health.get("a")
     assert (health.in_flight, health.failures, health.requests) == (0, 0, 1)
     assert a.closed
+
+
+HEDGED = CONFIG.replace(
+    "  unhealthy_threshold: 1\n", "  unhealthy_threshold: 1\n  hedge_after: 5\n"
+)
+
+
+@pytest.fixture
+async def hedged() -> Rig:
+    config = parse_config(HEDGED)
+    clock = Clock()
+    health = HealthRegistry(HealthPolicy.from_settings(config.settings), clock)
+    transport = MemoryTransport()
+    relay = Relay(
+        transport, Planner(health), health, {"anthropic": AnthropicDialect()}, scheduler=clock
+    )
+    call = Call(config, {"model": "m", "messages": []}, "m", "", {}, "", "s1", None, "req_1")
+    rig = Rig(relay, transport, health, clock, Broadcast(None, 1 << 20, 0.0), call)
+    yield rig
+    if rig.task is not None:
+        rig.task.cancel()
+
+
+async def test_a_slow_first_candidate_is_hedged_and_the_first_to_commit_wins(hedged: Rig) -> None:
+    hedged.start()
+    a = await hedged.opened()
+    hedged.clock.advance(4.9)
+    await settle()
+    assert len(hedged.transport.sent) == 1  # not yet
+    hedged.clock.advance(0.1)
+    b = await hedged.opened()
+    b.send(START + BLOCK + text("fast"))
+    await settle()
+    assert a.closed  # the loser's upstream request is cancelled at once
+    b.send(STOP + DELTA + END)
+    await hedged.done()
+    assert hedged.broadcast.head is not None and hedged.broadcast.head.provider == "b"
+    records = [(x.provider, x.outcome, x.hedged) for x in hedged.broadcast.outcome.attempts]
+    assert records == [("a", "cancelled", False), ("b", "ok", True)]  # in the order started
+    a_health = hedged.health.get("a")
+    assert (a_health.failures, a_health.in_flight) == (0, 0)  # neutral for the loser
+
+
+async def test_the_first_candidate_may_still_win_after_the_hedge_started(hedged: Rig) -> None:
+    hedged.start()
+    a = await hedged.opened()
+    hedged.clock.advance(5)
+    b = await hedged.opened()
+    a.send(START + BLOCK + text("first") + STOP + DELTA + END)
+    await hedged.done()
+    assert b.closed and hedged.broadcast.head.provider == "a"
+    assert [(x.provider, x.outcome) for x in hedged.broadcast.outcome.attempts] == [
+        ("b", "cancelled"),  # recorded the moment a committed
+        ("a", "ok"),
+    ]
+    assert hedged.health.get("b").in_flight == 0
+
+
+async def test_a_fast_first_candidate_never_triggers_a_hedge(hedged: Rig) -> None:
+    hedged.start()
+    a = await hedged.opened()
+    a.send(START + BLOCK + text("quick"))
+    await settle()
+    hedged.clock.advance(60)  # long past hedge_after, but committed
+    await settle()
+    a.send(STOP + DELTA + END)
+    await hedged.done()
+    assert len(hedged.transport.sent) == 1
+
+
+async def test_a_hedged_first_candidate_that_fails_leaves_the_hedge_to_answer(
+    hedged: Rig,
+) -> None:
+    hedged.start()
+    a = await hedged.opened()
+    hedged.clock.advance(5)
+    b = await hedged.opened()
+    a.cut(UpstreamConnectError("a", "connection refused"))
+    await settle()
+    b.send(START + BLOCK + text("b") + STOP + DELTA + END)
+    await hedged.done()
+    assert hedged.broadcast.head.provider == "b"
+    assert [(x.provider, x.outcome) for x in hedged.broadcast.outcome.attempts] == [
+        ("a", "failover"),
+        ("b", "ok"),
+    ]
+    assert hedged.health.get("a").failures == 1

@@ -250,6 +250,10 @@ class Settings(_Frozen):
     redis: Redis = Redis()
     history: History = History()
     recovery: Recovery = Recovery()
+    # hedged first token: start the next candidate when the first has not committed within
+    # this many seconds (0 = off); per route (a model_routes key) in hedge_after_routes
+    hedge_after: float = Field(default=0, ge=0)
+    hedge_after_routes: dict[str, float] = Field(default_factory=dict)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_file_path: str = "logs/ccbalancer.jsonl"
     host: str = "127.0.0.1"
@@ -274,6 +278,11 @@ class Settings(_Frozen):
             except re.error as exc:
                 raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
         return value
+
+    def hedge_after_for(self, route_key: str | None) -> float:
+        if route_key is not None and route_key in self.hedge_after_routes:
+            return self.hedge_after_routes[route_key]
+        return self.hedge_after
 
     @property
     def admin_keys(self) -> tuple[str, ...]:

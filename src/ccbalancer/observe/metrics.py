@@ -120,6 +120,13 @@ class Metrics:
             buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
             registry=r,
         )
+        self._hedges = Counter(
+            "ccbalancer_hedges_total",
+            "Hedged first tokens (settings.hedge_after): the hedge won, lost (cancelled when "
+            "the first candidate committed first) or failed.",
+            ["outcome"],
+            registry=r,
+        )
         self._tokens = Counter(
             "ccbalancer_tokens_total",
             "Tokens reported by providers.",
@@ -200,6 +207,9 @@ class Metrics:
             child(self._tokens, provider, "input").inc(record.input_tokens)
             child(self._tokens, provider, "output").inc(record.output_tokens)
         for attempt in record.attempts:
+            if attempt.hedged:
+                verdict = {"ok": "won", "cancelled": "lost"}.get(attempt.outcome, "failed")
+                child(self._hedges, verdict).inc()
             outcome = _bounded(attempt.outcome, ATTEMPT_OUTCOMES)
             child(self._attempts, attempt.provider, outcome).inc()
             if attempt.mode:

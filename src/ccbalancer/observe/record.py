@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class Attempt:
     provider: str
-    outcome: str  # "ok" | "failover" | "client_error" | "mid_stream" | "cancelled"
+    outcome: str  # ok | continued | failover | client_error | mid_stream | cancelled
     reason: str = ""  # failure reason class: connect, timeout, status, stream_error, protocol
     detail: str = ""  # a few words; never a key or a body dump
     status: int | None = None
@@ -22,6 +22,7 @@ class Attempt:
     estimated: bool = False  # the cut provider's output tokens were estimated
     input_tokens: int = 0  # what a continuation itself consumed and produced (its cost)
     output_tokens: int = 0
+    hedged: bool = False  # started beside a slow first candidate (settings.hedge_after)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ccbalancer.config.schema import Config, ProviderConfig
 from ccbalancer.dialects.base import Dialect, StreamDecoder
@@ -46,6 +46,13 @@ from ccbalancer.sharing.broadcast import Broadcast, Head
 from ccbalancer.sse.event import Event
 from ccbalancer.timers import Handle, Scheduler
 
+if TYPE_CHECKING:
+    from ccbalancer.relay.hedge import Gate
+
+
+class Lost(Exception):
+    """Another attempt of a hedged race committed first (``relay.hedge``)."""
+
 
 class EventFilter(Protocol):
     """Events on their way to the client: a continuation's splice, held tool calls."""
@@ -75,6 +82,9 @@ class AttemptRun:
         "content_after",
         "continuing",
         "dialect",
+        "gate",
+        "hedged",
+        "lost",
         "on_content",
         "provider",
         "redaction",
@@ -100,6 +110,8 @@ class AttemptRun:
         continuing: bool = False,
         on_content: Callable[[], None] | None = None,
         before_finish: Callable[[AttemptRun], None] | None = None,
+        gate: Gate | None = None,
+        hedged: bool = False,
     ) -> None:
         self.body = body  # None: the call's own body
         # what the events pass through before the client gets them (a continuation's
@@ -110,6 +122,9 @@ class AttemptRun:
         # called just before the answer is finished: what the subscribers' records read must
         # be in place by then (a client may finish and be recorded before run() returns)
         self.before_finish = before_finish
+        self.gate = gate  # a hedged race: only the first attempt to commit may
+        self.lost = False  # set by the gate when another attempt won the race
+        self.hedged = hedged  # this attempt is the hedge of a slow first one
         self.transport = transport
         self.scheduler = scheduler
         self.dialect = dialect
@@ -268,6 +283,11 @@ class AttemptRun:
                 done.set_exception(bug)
 
     def _commit(self, events: list[Event]) -> None:
+        if self.gate is not None and not self.gate.claim(self):
+            self.lost = True
+            assert self._done is not None
+            self._done.set_exception(Lost())
+            return
         self.committed = True
         self.content_after = time.perf_counter() - self._sent
         if self.on_content is not None:
@@ -285,7 +305,7 @@ class AttemptRun:
         outcome.provider = name
         outcome.usage = self._machine.usage
         outcome.stop_reason = self._machine.stop_reason
-        outcome.attempts.append(Attempt(name, "ok", ttfb=self._ttfb))
+        outcome.attempts.append(Attempt(name, "ok", ttfb=self._ttfb, hedged=self.hedged))
         assert self._response is not None
         headers = self.redaction.headers(returned(self._response.headers))
         self.broadcast.commit(Head(name, headers), events)

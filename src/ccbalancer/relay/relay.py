@@ -25,12 +25,36 @@ from ccbalancer.relay import failures
 from ccbalancer.relay.attempt import AttemptRun
 from ccbalancer.relay.call import Call
 from ccbalancer.relay.failures import Redaction
+from ccbalancer.relay.hedge import race
 from ccbalancer.relay.hold import ToolHold
 from ccbalancer.relay.recovery import Recovery
 from ccbalancer.relay.transport import UpstreamTransport
 from ccbalancer.sharing.broadcast import Broadcast, State
 from ccbalancer.timers import Scheduler
 from ccbalancer.upstream.health import HealthRegistry, ProviderHealth
+
+
+class Started:
+    """A candidate about to be (or being) tried: its health slot is acquired."""
+
+    __slots__ = ("candidate", "health", "hedged", "model", "provider")
+
+    def __init__(
+        self,
+        candidate: Candidate,
+        provider: ProviderConfig,
+        model: str,
+        health: ProviderHealth,
+    ) -> None:
+        self.candidate = candidate
+        self.provider = provider
+        self.model = model
+        self.health = health
+        self.hedged = False  # started beside a slow first candidate (relay.hedge)
+
+    def start(self, at: Attempting, **options: Any) -> AttemptRun:
+        through = ToolHold() if at.call.config.settings.recovery.hold_tool_input else None
+        return at.run(self.candidate, self.provider, self.model, through=through, **options)
 
 
 class Attempting:
@@ -126,54 +150,85 @@ class Relay:
         call.recoverable = config.settings.recovery.enabled and any(
             config.providers_by_name[c.provider].continues != "none" for c in plan.candidates[1:]
         )
-        attempts = broadcast.outcome.attempts
-        errors: list[UpstreamError] = []
-        skipped = [f"{name}: {why}" for name, why in plan.skipped]
-        # a candidate that cannot take what the request holds (a PDF, a server tool...) is
-        # passed over for one that can (issue 15, items 4-5)
-        needs = request_needs(call.body)
-        refusals: list[tuple[str, list[str]]] = []
-        for candidate in plan.candidates:
-            name = candidate.provider
-            provider = config.providers_by_name[name]
-            cannot = refused(needs, provider.type, provider.accepts) if needs else []
-            if cannot:
-                refusals.append((name, cannot))
-                skipped.append(f"{name}: cannot take {', '.join(cannot)}")
+        tally = _Tally(call, plan)
+        queue = iter(plan.candidates)
+        hedge_after = config.settings.hedge_after_for(plan.route_key)
+        while (item := self._next(at, queue, tally)) is not None:
+            if hedge_after > 0:
+                hedge_after = 0.0  # at most one race per request
+                if await race(at, item, lambda: self._next(at, queue, tally), _Settle(self, tally)):
+                    return
                 continue
-            health = self.health.get(name)
-            if not health.acquire(self.health.clock()):
-                skipped.append(f"{name}: busy (half-open probe or full)")
-                continue
-            model = call.model if candidate.model == "passthrough" else candidate.model
-            through = ToolHold() if config.settings.recovery.hold_tool_input else None
-            run = at.run(candidate, provider, model, through=through)
+            run = item.start(at)
             try:
                 await run.run()
             except UpstreamError as error:
-                at.redaction.error(error)
-                at.release(health, error)
-                if run.committed:
-                    self.planner.failed(plan.route_key, call.session, name)
-                    _replace_last(attempts, _record(name, "mid_stream", error))
-                    await self._committed_failure(at, run, error)
+                if await self._failed(at, item, run, error, tally):
                     return
-                if not _fails_over(error, provider):
-                    # a client error: the provider is fine and the session keeps it
-                    attempts.append(_record(name, "client_error", error))
-                    broadcast.fail(failures.client_error(error))
-                    return
-                self.planner.failed(plan.route_key, call.session, name)
-                attempts.append(_record(name, "failover", error))
-                errors.append(error)
             except BaseException:  # cancelled (every client left): never the provider's fault
-                at.health_neutral(health)
+                at.health_neutral(item.health)
                 raise
             else:
-                at.health_success(health, run)
-                self.planner.succeeded(config, plan.route_key, call.session, name)
+                self._succeeded(at, item, run)
                 return
-        if refusals and len(refusals) == len(plan.candidates) and not errors:
+        self._all_failed(at, tally)
+
+    def _next(self, at: Attempting, queue: Iterator[Candidate], tally: _Tally) -> Started | None:
+        """The next candidate that can take the request, its health slot acquired."""
+        config = at.call.config
+        for candidate in queue:
+            name = candidate.provider
+            provider = config.providers_by_name[name]
+            # a candidate that cannot take what the request holds (a PDF, a server tool...)
+            # is passed over for one that can (issue 15, items 4-5)
+            cannot = refused(tally.needs, provider.type, provider.accepts) if tally.needs else []
+            if cannot:
+                tally.refusals.append((name, cannot))
+                tally.skipped.append(f"{name}: cannot take {', '.join(cannot)}")
+                continue
+            health = self.health.get(name)
+            if not health.acquire(self.health.clock()):
+                tally.skipped.append(f"{name}: busy (half-open probe or full)")
+                continue
+            model = at.call.model if candidate.model == "passthrough" else candidate.model
+            return Started(candidate, provider, model, health)
+        return None
+
+    def _succeeded(self, at: Attempting, item: Started, run: AttemptRun) -> None:
+        at.health_success(item.health, run)
+        call = at.call
+        self.planner.succeeded(call.config, at.plan.route_key, call.session, item.provider.name)
+
+    async def _failed(
+        self, at: Attempting, item: Started, run: AttemptRun, error: UpstreamError, tally: _Tally
+    ) -> bool:
+        """One attempt failed: True when that decides the answer (after its commit, or a
+        client error), False to go on with the next candidate."""
+        call, broadcast = at.call, at.broadcast
+        name = item.provider.name
+        attempts = broadcast.outcome.attempts
+        at.redaction.error(error)
+        at.release(item.health, error)
+        if run.committed:
+            self.planner.failed(at.plan.route_key, call.session, name)
+            _replace_last(attempts, _record(name, "mid_stream", error, item.hedged))
+            await self._committed_failure(at, run, error)
+            return True
+        if not _fails_over(error, item.provider):
+            # a client error: the provider is fine and the session keeps it
+            attempts.append(_record(name, "client_error", error, item.hedged))
+            broadcast.fail(failures.client_error(error))
+            return True
+        self.planner.failed(at.plan.route_key, call.session, name)
+        attempts.append(_record(name, "failover", error, item.hedged))
+        tally.errors.append(error)
+        return False
+
+    def _all_failed(self, at: Attempting, tally: _Tally) -> None:
+        call, broadcast, plan = at.call, at.broadcast, at.plan
+        config = call.config
+        refusals, needs = tally.refusals, tally.needs
+        if refusals and len(refusals) == len(plan.candidates) and not tally.errors:
             # nobody could take it; unless a provider cooling down could, that will not change
             resting = [config.providers_by_name.get(n) for n, _ in plan.skipped]
             if not any(
@@ -182,12 +237,9 @@ class Relay:
             ):
                 broadcast.fail(failures.content_refused(call.model, refusals))
                 return
-        met = [e.provider for e in errors] + [n for n, _ in plan.skipped]
-        broadcast.fail(
-            failures.all_failed(
-                call.model, errors, skipped, self._retry_after(met, plan.retry_after)
-            )
-        )
+        met = [e.provider for e in tally.errors] + [n for n, _ in plan.skipped]
+        retry_after = self._retry_after(met, plan.retry_after)
+        broadcast.fail(failures.all_failed(call.model, tally.errors, tally.skipped, retry_after))
 
     async def _committed_failure(
         self, at: Attempting, run: AttemptRun, error: UpstreamError
@@ -242,8 +294,45 @@ def _fails_over(error: UpstreamError, provider: ProviderConfig) -> bool:
     return True
 
 
-def _record(provider: str, outcome: str, error: UpstreamError) -> Attempt:
-    return Attempt(provider, outcome, reason=error.reason, detail=error.short, status=error.status)
+def _record(provider: str, outcome: str, error: UpstreamError, hedged: bool = False) -> Attempt:
+    return Attempt(
+        provider,
+        outcome,
+        reason=error.reason,
+        detail=error.short,
+        status=error.status,
+        hedged=hedged,
+    )
+
+
+class _Tally:
+    """What the candidate loop learns on its way: failures, skips, refused content."""
+
+    __slots__ = ("errors", "needs", "refusals", "skipped")
+
+    def __init__(self, call: Call, plan: Plan) -> None:
+        self.errors: list[UpstreamError] = []
+        self.skipped = [f"{name}: {why}" for name, why in plan.skipped]
+        self.refusals: list[tuple[str, list[str]]] = []
+        self.needs = request_needs(call.body)
+
+
+class _Settle:
+    """How a race's attempts end, the candidate loop's way (relay.hedge does not decide)."""
+
+    __slots__ = ("relay", "tally")
+
+    def __init__(self, relay: Relay, tally: _Tally) -> None:
+        self.relay = relay
+        self.tally = tally
+
+    def succeeded(self, at: Attempting, item: Started, run: AttemptRun) -> None:
+        self.relay._succeeded(at, item, run)
+
+    async def failed(
+        self, at: Attempting, item: Started, run: AttemptRun, error: UpstreamError
+    ) -> bool:
+        return await self.relay._failed(at, item, run, error, self.tally)
 
 
 def _replace_last(attempts: list[Attempt], record: Attempt) -> None:
