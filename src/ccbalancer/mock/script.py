@@ -55,12 +55,14 @@ class Script:
     html: bool = False
     stamp: bool = False
     input_tokens: int = 25
+    cache_read: int = 0  # prompt tokens reported as read from the prompt cache
     tool_command: str = "echo CCB_TOOL_OK"
     tool_name: str = "Bash"  # the tool the tool_use replies call
     tool_input: str = ""  # its input as a JSON object; "" = Bash's {"command": tool_command}
     fail_rate: float = 0.0
     ping: bool = True
     act: bool = False  # tools offered + words asking for an action: use a tool (mock/act.py)
+    headers: str = ""  # extra response headers as a JSON object of strings (rate limits...)
 
 
 def _kinds() -> dict[str, tuple[type, bool]]:
@@ -102,6 +104,8 @@ def _check(name: str, value: Any) -> Any:
         raise ValueError(f"Script.{name} must be one of {choices}, got {value!r}")
     if name == "tool_input" and value and not _json_object(value):
         raise ValueError(f"Script.tool_input must be a JSON object, got {value!r}")
+    if name == "headers" and value and not _string_map(value):
+        raise ValueError(f"Script.headers must be a JSON object of strings, got {value!r}")
     return value
 
 
@@ -110,6 +114,15 @@ def _json_object(text: str) -> bool:
         return isinstance(json.loads(text), dict)
     except json.JSONDecodeError:
         return False
+
+
+def _string_map(text: str) -> bool:
+    return _json_object(text) and all(isinstance(v, str) for v in json.loads(text).values())
+
+
+def extra_headers(script: Script) -> dict[str, str]:
+    """``Script.headers`` as a dict (checked when the script was made)."""
+    return dict(json.loads(script.headers)) if script.headers else {}
 
 
 def apply_fields(base: Script, fields: dict[str, Any]) -> Script:
