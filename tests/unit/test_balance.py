@@ -219,12 +219,16 @@ def test_forced_provider_keeps_only_its_route_entries() -> None:
     assert (unknown.candidates, unknown.skipped) == ([], [("zz", "unknown provider")])
 
 
+def answered(planner: Planner, config: Config, session: str, provider: str) -> None:
+    """A request of ``session`` was planned and ``provider`` answered it."""
+    planner.succeeded(planner.plan(config, "claude-sonnet-4", session), provider)
+
+
 def test_sessions_keep_their_own_sticky_provider() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, _, _ = setup(config, "round_robin")
-    route_key = planner.plan(config, "claude-sonnet-4", "s1").route_key
-    planner.succeeded(config, route_key, "s1", "a")
-    planner.succeeded(config, route_key, "s2", "b")
+    answered(planner, config, "s1", "a")
+    answered(planner, config, "s2", "b")
     for _ in range(20):  # round robin would alternate; stickiness wins
         assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
         assert first(planner.plan(config, "claude-sonnet-4", "s2")) == "b"
@@ -233,9 +237,9 @@ def test_sessions_keep_their_own_sticky_provider() -> None:
 def test_one_sessions_failover_does_not_move_another_session() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, _, _ = setup(config, threshold=5)
-    planner.succeeded(config, "*sonnet*", "s1", "b")
-    planner.succeeded(config, "*sonnet*", "s2", "b")
-    planner.failed("*sonnet*", "s1", "b")
+    answered(planner, config, "s1", "b")
+    answered(planner, config, "s2", "b")
+    planner.failed(planner.plan(config, "claude-sonnet-4", "s1"), "b")
     assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
     assert first(planner.plan(config, "claude-sonnet-4", "s2")) == "b"
 
@@ -243,20 +247,20 @@ def test_one_sessions_failover_does_not_move_another_session() -> None:
 def test_stickiness_expires_after_its_duration_and_is_off_at_zero() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, _, clock = setup(config)
-    planner.succeeded(config, "*sonnet*", "s1", "b")
+    answered(planner, config, "s1", "b")
     clock.now += 299
     assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "b"
     clock.now += 1
     assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
     off = make_config(tiered("a", "b"), sticky_provider_duration=0)
-    planner.succeeded(off, "*sonnet*", "s1", "b")
+    answered(planner, off, "s1", "b")
     assert first(planner.plan(off, "claude-sonnet-4", "s1")) == "a"
 
 
 def test_sticky_provider_is_left_while_it_cools_down() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, health, _ = setup(config)
-    planner.succeeded(config, "*sonnet*", "s1", "b")
+    answered(planner, config, "s1", "b")
     break_provider(health, "b")
     assert names(planner.plan(config, "claude-sonnet-4", "s1")) == ["a"]
 
@@ -293,3 +297,27 @@ def test_reloading_the_same_strategy_keeps_its_rotation() -> None:
 def test_unknown_strategy_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="fastest"):
         make_strategy("fastest", HealthRegistry(HealthPolicy()))
+
+
+def test_members_low_on_rate_limit_room_go_last_and_the_strategy_rotates_the_rest() -> None:
+    config = make_config(tiered("a", "b", "c"))
+    planner, _, _ = setup(config, "round_robin")
+
+    def report(name: str, left: int) -> None:
+        headers = [
+            ("anthropic-ratelimit-requests-limit", "100"),
+            ("anthropic-ratelimit-requests-remaining", str(left)),
+        ]
+        planner.ratelimits.observe(name, 200, headers)
+
+    report("a", 5)
+    report("b", 60)
+    report("c", 30)  # above the 20 % line: the strategy decides between b and c
+    plans = [names(planner.plan(config, "claude-sonnet-4", "")) for _ in range(2)]
+    assert plans == [["b", "c", "a"], ["c", "b", "a"]]
+    report("c", 10)
+    assert names(planner.plan(config, "claude-sonnet-4", "")) == ["b", "c", "a"]  # c: more room
+    report("b", 0)  # no room at all: not a candidate, and a plan may ask again later
+    plan = planner.plan(config, "claude-sonnet-4", "")
+    assert names(plan) == ["c", "a"] and ("b", "no rate-limit room for 60s") in plan.skipped
+    assert not planner.has_room(plan, "b") and planner.has_room(plan, "a")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from ccbalancer.config.schema import Config, ProviderConfig
 from ccbalancer.dialects.base import Dialect, StreamDecoder
@@ -43,6 +44,11 @@ from ccbalancer.relay.transport import UpstreamCall, UpstreamTransport
 from ccbalancer.sharing.broadcast import Broadcast, Head
 from ccbalancer.sse.event import Event
 from ccbalancer.timers import Handle, Scheduler
+from ccbalancer.upstream.ratelimit_headers import reset_wait
+
+# Told (provider, status, headers) of every upstream response, success or error, before
+# anything else looks at it: the rate-limit room (``upstream.ratelimits``).
+HeadersHook = Callable[[str, int, list[tuple[str, str]]], None]
 
 
 class AttemptRun:
@@ -62,6 +68,7 @@ class AttemptRun:
         "call",
         "committed",
         "dialect",
+        "on_headers",
         "provider",
         "redaction",
         "scheduler",
@@ -79,6 +86,7 @@ class AttemptRun:
         call: Call,
         broadcast: Broadcast,
         redaction: Redaction,
+        on_headers: HeadersHook | None = None,
     ) -> None:
         self.transport = transport
         self.scheduler = scheduler
@@ -88,6 +96,7 @@ class AttemptRun:
         self.call = call
         self.broadcast = broadcast
         self.redaction = redaction
+        self.on_headers = on_headers
         self.committed = False
         timeouts = call.config.settings.timeouts
         self._machine = CommitMachine(
@@ -128,6 +137,8 @@ class AttemptRun:
             ) from None
         self._response = response
         try:
+            if self.on_headers is not None:
+                self.on_headers(provider.name, response.status, response.headers)
             self._ttfb = time.perf_counter() - self._sent
             if response.status != 200:
                 raise await _status_error(response, dialect, provider.name, call.config)
@@ -266,13 +277,16 @@ async def _status_error(
     unhealthy = response.status in settings.unhealthy_http_codes or any(
         p.search(text) for p in settings.body_patterns
     )
+    retry_after = parse_retry_after(
+        response.header("retry-after"), response.header("retry-after-ms")
+    )
+    if retry_after is None and response.status == 429:  # the rate-limit headers' reset instead
+        retry_after = reset_wait(response.headers)
     return UpstreamStatusError(
         name,
         message,
         status=response.status,
-        retry_after=parse_retry_after(
-            response.header("retry-after"), response.header("retry-after-ms")
-        ),
+        retry_after=retry_after,
         error_type=error_type,
         headers=returned(response.headers),
         body=body,

@@ -20,7 +20,7 @@ from ccbalancer.dialects.capabilities import refused, request_needs
 from ccbalancer.errors import UpstreamError, UpstreamStatusError
 from ccbalancer.observe.record import Attempt
 from ccbalancer.relay import failures
-from ccbalancer.relay.attempt import AttemptRun
+from ccbalancer.relay.attempt import AttemptRun, HeadersHook
 from ccbalancer.relay.call import Call
 from ccbalancer.relay.failures import Redaction
 from ccbalancer.relay.transport import UpstreamTransport
@@ -38,6 +38,7 @@ class Relay:
         dialects: dict[str, Dialect],
         scrub: Callable[[str], str] = lambda text: text,
         scheduler: Scheduler | None = None,
+        on_headers: HeadersHook | None = None,
     ) -> None:
         self.transport = transport
         self.planner = planner
@@ -45,13 +46,15 @@ class Relay:
         self.dialects = dialects
         self.scrub = scrub
         self._scheduler = scheduler
+        self.on_headers = on_headers  # each upstream response's headers (rate-limit room)
 
     async def produce(self, call: Call, broadcast: Broadcast) -> None:
         config = call.config
         if call.forced is not None and call.forced not in config.providers_by_name:
             broadcast.fail(failures.unknown_provider(call.forced))
             return
-        plan = self.planner.plan(config, call.model, call.session, call.forced)
+        plan = self.planner.plan(config, call.model, call.session, call.forced, call.body)
+        broadcast.outcome.kind, broadcast.outcome.rule = plan.kind, plan.rule_label
         if plan.route_key is None and not plan.candidates:
             broadcast.fail(failures.no_route(call.model))
             return
@@ -86,6 +89,7 @@ class Relay:
                 call,
                 broadcast,
                 redaction,
+                self.on_headers,
             )
             try:
                 await run.run()
@@ -96,7 +100,7 @@ class Relay:
                 else:
                     health.release_neutral(self.health.clock())
                 if run.committed:
-                    self.planner.failed(plan.route_key, call.session, name)
+                    self.planner.failed(plan, name)
                     _replace_last(attempts, _record(name, "mid_stream", error))
                     frame, failure = failures.mid_stream(error)
                     broadcast.fail(failure, [frame])
@@ -106,7 +110,7 @@ class Relay:
                     attempts.append(_record(name, "client_error", error))
                     broadcast.fail(failures.client_error(error))
                     return
-                self.planner.failed(plan.route_key, call.session, name)
+                self.planner.failed(plan, name)
                 attempts.append(_record(name, "failover", error))
                 errors.append(error)
             except BaseException:  # cancelled (every client left): never the provider's fault
@@ -114,7 +118,7 @@ class Relay:
                 raise
             else:
                 health.release_success(self.health.clock(), broadcast.outcome.ttfc)
-                self.planner.succeeded(config, plan.route_key, call.session, name)
+                self.planner.succeeded(plan, name, broadcast.outcome.usage)
                 return
         if refusals and len(refusals) == len(plan.candidates) and not errors:
             # nobody could take it; unless a provider cooling down could, that will not change

@@ -38,3 +38,5 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str | None = None
     remote: bool = False  # produced by another instance (sharing through Redis)
+    kind: str = ""  # the request's kinds ("background", ...; "" for none), issue 17
+    rule: str = ""  # the route rule that chose the route ("" when the model name did)
