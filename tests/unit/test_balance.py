@@ -321,3 +321,40 @@ def test_members_low_on_rate_limit_room_go_last_and_the_strategy_rotates_the_res
     plan = planner.plan(config, "claude-sonnet-4", "")
     assert names(plan) == ["c", "a"] and ("b", "no rate-limit room for 60s") in plan.skipped
     assert not planner.has_room(plan, "b") and planner.has_room(plan, "a")
+
+
+def test_asking_again_keeps_the_route_after_the_call_let_go_of_its_body() -> None:
+    """A hedge or a recovery asks for candidates while (or after) the first attempt runs; the
+    call drops its parsed body at the commit, and the plan must neither keep it alive nor
+    lose the route the rules chose from it."""
+    config = Config.model_validate(
+        {
+            "providers": [
+                {"name": n, "type": "anthropic", "base_url": f"https://{n}.example"}
+                for n in ("main", "side", "spare")
+            ],
+            "model_routes": {
+                "*": [{"provider": "main"}],
+                "titles": [{"provider": "side"}, {"provider": "spare", "priority": 2}],
+            },
+            "route_rules": [{"when": {"kind": "background"}, "use": "titles"}],
+        }
+    )
+    planner, health, _ = setup(config)
+
+    class Call:  # what relay.Call offers the planner
+        body = {"model": "m", "messages": [], "tools": [], "output_config": {"format": {}}}
+
+    call = Call()
+    plan = planner.plan(config, "claude-opus-5-5", "s1", request=call)
+    assert (plan.route_key, plan.rule_label, plan.kind) == (
+        "titles",
+        "route_rules[0]",
+        "background",
+    )
+    call.body = {}  # released at the commit
+    break_provider(health, "side")
+    again = planner.again(plan)
+    assert (again.route_key, names(again)) == ("titles", ["spare"])
+    assert again.skipped == [("side", "cooling down 60s")]
+    assert not plan.shape.has("image")  # read through the call: the old body is not kept

@@ -21,12 +21,14 @@ model name says nothing; the body's shape does:
 ``Shape`` answers lazily and remembers: the first three cost a look at a few top-level fields;
 ``image`` walks every block and ``long_context`` needs the token estimate (about 0.4 ms for a
 500 KB body), so those two are worked out only when a rule (or a rate-limit check) asks, and at
-most once per request. Sans-IO.
+most once per request. It reads the body through the request that holds it, so it never keeps
+a body the request has let go of (a relay call drops it at the commit); asked only after that,
+it finds an empty body: no kinds, no tokens. Sans-IO.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from ccbalancer.config.schema import REQUEST_KINDS, RequestKind
 from ccbalancer.dialects.capabilities import request_needs
@@ -37,15 +39,33 @@ LARGE_BUDGET = 16_000  # above Claude Code's old "think hard" (10K); its "ultrat
 LONG_CONTEXT = 200_000  # a standard context window
 
 
+class Holder(Protocol):
+    """What holds a request's body for as long as it is needed (``relay.Call``)."""
+
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+
+class _Held:
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+
 class Shape:
     """One request's kinds and token estimate, each worked out at most once."""
 
-    __slots__ = ("_body", "_found", "_tokens")
+    __slots__ = ("_found", "_request", "_tokens")
 
-    def __init__(self, body: dict[str, Any]) -> None:
-        self._body = body
+    def __init__(self, request: Holder | dict[str, Any]) -> None:
+        self._request = _Held(request) if isinstance(request, dict) else request
         self._found: dict[str, bool] = {}
         self._tokens: int | None = None
+
+    @property
+    def _body(self) -> dict[str, Any]:
+        return self._request.body
 
     @property
     def input_tokens(self) -> int:

@@ -6,8 +6,9 @@ half-open with its probe out, no rate-limit room, at ``max_concurrency``; each r
 ``skipped``), orders every priority tier with the configured strategy, members running out
 of rate-limit room after the others, lower priorities strictly after higher ones, and puts
 the session's sticky provider first. The caller acquires each candidate's health slot just
-before sending and skips it if that fails; ``has_room`` answers again for a candidate asked
-for later (a hedge), and ``succeeded``/``failed`` report each attempt's end against the plan.
+before sending and skips it if that fails. For a candidate asked for later (a hedge, a
+recovery), ``again`` orders the same route afresh without needing the body and ``has_room``
+answers for one provider; ``succeeded``/``failed`` report each attempt's end against the plan.
 docs/routing.md tells the whole order.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from ccbalancer.balance import rules
 from ccbalancer.balance.base import Candidate, Strategy
-from ccbalancer.balance.kinds import Shape
+from ccbalancer.balance.kinds import Holder, Shape
 from ccbalancer.balance.least_latency import LeastLatencyStrategy
 from ccbalancer.balance.priority import PriorityStrategy
 from ccbalancer.balance.random import RandomStrategy
@@ -70,6 +71,7 @@ class Plan:
     forced: bool = False  # a provider named in the request: a one-off, never sticks
     shape: Shape = field(default_factory=lambda: Shape({}), compare=False, repr=False)
     config: Config | None = field(default=None, compare=False, repr=False)
+    entries: tuple[RouteEntry, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def kind(self) -> str:
@@ -114,9 +116,10 @@ class Planner:
         model: str,
         session: str,
         forced_provider: str | None = None,
-        body: dict[str, Any] | None = None,
+        request: Holder | dict[str, Any] | None = None,
     ) -> Plan:
-        shape = Shape(body if body is not None else {})
+        """``request``: the body, or what holds it (read lazily, only as the rules need)."""
+        shape = Shape(request if request is not None else {})
         route = rules.choose(config, model, shape)
         plan = Plan(
             route.key if route is not None else None,
@@ -136,11 +139,31 @@ class Planner:
             )
         elif route is None:
             return plan
+        plan.entries = entries
+        return self._fill(plan)
 
+    def again(self, plan: Plan) -> Plan:
+        """The same request's route ordered afresh, as health, room and stickiness stand now
+        (for a candidate asked for while others run): no body needed, the route stays."""
+        fresh = Plan(
+            plan.route_key,
+            rule=plan.rule,
+            session=plan.session,
+            forced=plan.forced,
+            shape=plan.shape,
+            config=plan.config,
+            entries=plan.entries,
+        )
+        return self._fill(fresh) if fresh.entries else fresh
+
+    def _fill(self, plan: Plan) -> Plan:
+        """The plan's usable candidates, ordered; the others in ``skipped`` with a reason."""
+        config, session = plan.config, plan.session
+        assert config is not None
         now = self.health.clock()
         usable: list[Candidate] = []
         verdicts: dict[str, str | None] = {}  # provider -> reason skipped, None if usable
-        for entry in entries:
+        for entry in plan.entries:
             if entry.provider not in verdicts:
                 verdicts[entry.provider] = self._skip_reason(config, entry.provider, now, plan)
             if verdicts[entry.provider] is None:
@@ -252,11 +275,8 @@ class Planner:
         """The provider is in the plan's route, enabled, available and has room."""
         assert plan.config is not None
         provider = plan.config.providers_by_name.get(name)
-        in_route = any(c.provider == name for c in plan.candidates) or any(
-            skipped == name for skipped, _ in plan.skipped
-        )
         return (
-            in_route
+            any(entry.provider == name for entry in plan.entries)
             and provider is not None
             and provider.enabled
             and self.health.get(name).available(now)

@@ -53,7 +53,7 @@ class Relay:
         if call.forced is not None and call.forced not in config.providers_by_name:
             broadcast.fail(failures.unknown_provider(call.forced))
             return
-        plan = self.planner.plan(config, call.model, call.session, call.forced, call.body)
+        plan = self.planner.plan(config, call.model, call.session, call.forced, call)
         broadcast.outcome.kind, broadcast.outcome.rule = plan.kind, plan.rule_label
         if plan.route_key is None and not plan.candidates:
             broadcast.fail(failures.no_route(call.model))
