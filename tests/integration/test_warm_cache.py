@@ -37,6 +37,20 @@ async def test_a_warm_session_returns_to_its_cache_after_a_one_off_failure(
     assert await _served_by(b, "turn 3") == next_turn
 
 
+async def test_a_tool_call_answered_elsewhere_keeps_the_session_with_its_thinking(
+    mock, balancer_factory
+):
+    """The turn after a tool call carries the answer's thinking back: it goes to the provider
+    that wrote it, even away from a warm cache."""
+    b = await balancer_factory(config_text(mock, ["a", "b"], routes=EQUALS, settings=STICKY))
+    mock.configure("a", Script(cache_read=2000))
+    assert await _served_by(b, "turn 1") == "a"
+    mock.enqueue("a", Script(status=500))
+    mock.enqueue("b", Script(reply="thinking_tool"))
+    assert await _served_by(b, "turn 2: b calls a tool") == "b"
+    assert await _served_by(b, "turn 3: the tool result") == "b"
+
+
 async def test_a_warm_session_leaves_only_when_its_provider_has_no_room_and_shows_the_cost(
     mock, balancer_factory
 ):

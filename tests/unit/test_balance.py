@@ -12,6 +12,7 @@ from ccbalancer.balance import Candidate, Plan, Planner, StickyTable, make_strat
 from ccbalancer.balance.least_latency import LeastLatencyStrategy
 from ccbalancer.balance.weighted import WeightedStrategy
 from ccbalancer.config.schema import Config
+from ccbalancer.sharing.outcome import Outcome, Usage
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, State
 from tests.conftest import Clock
 
@@ -358,3 +359,18 @@ def test_asking_again_keeps_the_route_after_the_call_let_go_of_its_body() -> Non
     assert (again.route_key, names(again)) == ("titles", ["spare"])
     assert again.skipped == [("side", "cooling down 60s")]
     assert not plan.shape.has("image")  # read through the call: the old body is not kept
+
+
+def test_pin_moves_even_a_warm_session_and_a_forced_plan_never_moves_it() -> None:
+    config = make_config(tiered("a", "b"), sticky_provider_duration=300)
+    planner, _, _ = setup(config, "round_robin")
+    warm = Outcome(usage=Usage(input_tokens=10, cache_read_input_tokens=900))
+    planner.succeeded(planner.plan(config, "claude-sonnet-4", "s1"), "a", warm)
+    planner.succeeded(planner.plan(config, "claude-sonnet-4", "s1"), "b", Outcome())
+    assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"  # warm: it stays
+    forced = planner.plan(config, "claude-sonnet-4", "s1", forced_provider="b")
+    planner.pin(forced, "b")
+    planner.succeeded(forced, "b", warm)
+    assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
+    planner.pin(planner.plan(config, "claude-sonnet-4", "s1"), "b")  # e.g. after a recovery
+    assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "b"

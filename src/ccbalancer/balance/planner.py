@@ -33,7 +33,7 @@ from ccbalancer.balance.sticky import StickyTable
 from ccbalancer.balance.warmth import CacheWarmth
 from ccbalancer.balance.weighted import WeightedStrategy
 from ccbalancer.config.schema import Config, RouteEntry
-from ccbalancer.sharing.outcome import Usage
+from ccbalancer.sharing.outcome import Outcome
 from ccbalancer.upstream.health import HealthRegistry, State
 from ccbalancer.upstream.ratelimits import RateLimits
 
@@ -234,17 +234,20 @@ class Planner:
             plan.skipped.append((name, reason))
         return reason
 
-    def succeeded(self, plan: Plan, provider: str, usage: Usage | None = None) -> None:
-        """``provider`` answered the plan's request (``usage``: its final token counts).
+    def succeeded(self, plan: Plan, provider: str, outcome: Outcome | None = None) -> None:
+        """``provider`` answered the plan's request (``outcome``: its final usage and stop).
 
         The session sticks to it for ``sticky_provider_duration`` (0 = off), warm when the
         answer read from the prompt cache. A warm session answered elsewhere only this once
         (its provider failed once, was full, could not take the content) stays where its
-        cache is while that provider is available and has room. A forced provider is a
-        one-off: it neither moves nor renews the session's provider."""
+        cache is while that provider is available and has room — unless that answer stopped
+        for a tool call: its continuation carries the answer's thinking, which belongs with
+        the provider that wrote it. A forced provider is a one-off: it neither moves nor
+        renews the session's provider."""
         route_key, session = plan.route_key, plan.session
         if plan.forced or route_key is None or not session or plan.config is None:
             return
+        usage = outcome.usage if outcome is not None else None
         read = usage.cache_read_input_tokens if usage is not None else 0
         if usage is not None:
             prompt = usage.total_input
@@ -255,11 +258,21 @@ class Planner:
             pin is not None
             and pin.provider != provider
             and pin.warm
+            and (outcome is None or outcome.stop_reason != "tool_use")
             and self._can_serve(plan, pin.provider, now)
         ):
             return
         duration = plan.config.settings.sticky_provider_duration
         self.sticky.set(route_key, session, provider, now, duration, warm=read > 0)
+
+    def pin(self, plan: Plan, provider: str) -> None:
+        """The session's next request must go to ``provider`` (the thinking of its answer is
+        valid only there, e.g. after a recovery finished it): moves even a warm session."""
+        if plan.forced or plan.route_key is None or not plan.session or plan.config is None:
+            return
+        duration = plan.config.settings.sticky_provider_duration
+        now = self.health.clock()
+        self.sticky.set(plan.route_key, plan.session, provider, now, duration)
 
     def failed(self, plan: Plan, provider: str) -> None:
         """An attempt at ``provider`` failed: a session stuck to it there is let go, unless

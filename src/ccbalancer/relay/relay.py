@@ -118,7 +118,7 @@ class Relay:
                 raise
             else:
                 health.release_success(self.health.clock(), broadcast.outcome.ttfc)
-                self.planner.succeeded(plan, name, broadcast.outcome.usage)
+                self.planner.succeeded(plan, name, broadcast.outcome)
                 return
         if refusals and len(refusals) == len(plan.candidates) and not errors:
             # nobody could take it; unless a provider cooling down could, that will not change
