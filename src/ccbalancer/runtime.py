@@ -50,6 +50,7 @@ from ccbalancer.sharing.remote import RemoteShare
 from ccbalancer.tasks import TaskOwner
 from ccbalancer.upstream.client import UpstreamClient
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, State
+from ccbalancer.upstream.ratelimits import RateLimits
 
 WATCH_INTERVAL = 1.0
 SWEEP_INTERVAL = 5.0
@@ -96,7 +97,8 @@ class Runtime:
         self.health = HealthRegistry(HealthPolicy.from_settings(settings), clock, self._transition)
         for provider in config.providers:
             self.metrics.provider_state(provider.name, State.HEALTHY.value)
-        self.planner = Planner(self.health)
+        self.ratelimits = RateLimits(clock)  # room per provider, from its rate-limit headers
+        self.planner = Planner(self.health, ratelimits=self.ratelimits)
         self.planner.set_strategy(settings.selection_strategy)
         self.client = UpstreamClient()
         dedup = settings.deduplication
@@ -118,7 +120,12 @@ class Runtime:
             "openai": OpenAIDialect(),
         }
         self.relay = Relay(
-            self.client, self.planner, self.health, self.dialects, self.redactor.scrub
+            self.client,
+            self.planner,
+            self.health,
+            self.dialects,
+            self.redactor.scrub,
+            on_headers=self.ratelimits.observe,
         )
         # count_tokens answers: identical requests share one call, then reuse it for a minute
         self.counts = SharedCalls("count-tokens", clock, COUNT_TOKENS_TTL, COUNT_TOKENS_ENTRIES)
@@ -261,6 +268,7 @@ class Runtime:
         removed = set(old.providers_by_name) - set(config.providers_by_name)
         for name in removed:
             self.metrics.forget_provider(name)
+        self.ratelimits.retain(config.providers_by_name)
         for provider in config.providers:
             if provider.name not in old.providers_by_name:
                 self.metrics.provider_state(provider.name, State.HEALTHY.value)

@@ -12,6 +12,7 @@ from ccbalancer.balance import Candidate, Plan, Planner, StickyTable, make_strat
 from ccbalancer.balance.least_latency import LeastLatencyStrategy
 from ccbalancer.balance.weighted import WeightedStrategy
 from ccbalancer.config.schema import Config
+from ccbalancer.sharing.outcome import Outcome, Usage
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, State
 from tests.conftest import Clock
 
@@ -219,12 +220,16 @@ def test_forced_provider_keeps_only_its_route_entries() -> None:
     assert (unknown.candidates, unknown.skipped) == ([], [("zz", "unknown provider")])
 
 
+def answered(planner: Planner, config: Config, session: str, provider: str) -> None:
+    """A request of ``session`` was planned and ``provider`` answered it."""
+    planner.succeeded(planner.plan(config, "claude-sonnet-4", session), provider)
+
+
 def test_sessions_keep_their_own_sticky_provider() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, _, _ = setup(config, "round_robin")
-    route_key = planner.plan(config, "claude-sonnet-4", "s1").route_key
-    planner.succeeded(config, route_key, "s1", "a")
-    planner.succeeded(config, route_key, "s2", "b")
+    answered(planner, config, "s1", "a")
+    answered(planner, config, "s2", "b")
     for _ in range(20):  # round robin would alternate; stickiness wins
         assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
         assert first(planner.plan(config, "claude-sonnet-4", "s2")) == "b"
@@ -233,9 +238,9 @@ def test_sessions_keep_their_own_sticky_provider() -> None:
 def test_one_sessions_failover_does_not_move_another_session() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, _, _ = setup(config, threshold=5)
-    planner.succeeded(config, "*sonnet*", "s1", "b")
-    planner.succeeded(config, "*sonnet*", "s2", "b")
-    planner.failed("*sonnet*", "s1", "b")
+    answered(planner, config, "s1", "b")
+    answered(planner, config, "s2", "b")
+    planner.failed(planner.plan(config, "claude-sonnet-4", "s1"), "b")
     assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
     assert first(planner.plan(config, "claude-sonnet-4", "s2")) == "b"
 
@@ -243,20 +248,20 @@ def test_one_sessions_failover_does_not_move_another_session() -> None:
 def test_stickiness_expires_after_its_duration_and_is_off_at_zero() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, _, clock = setup(config)
-    planner.succeeded(config, "*sonnet*", "s1", "b")
+    answered(planner, config, "s1", "b")
     clock.now += 299
     assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "b"
     clock.now += 1
     assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
     off = make_config(tiered("a", "b"), sticky_provider_duration=0)
-    planner.succeeded(off, "*sonnet*", "s1", "b")
+    answered(planner, off, "s1", "b")
     assert first(planner.plan(off, "claude-sonnet-4", "s1")) == "a"
 
 
 def test_sticky_provider_is_left_while_it_cools_down() -> None:
     config = make_config(tiered("a", "b"), sticky_provider_duration=300)
     planner, health, _ = setup(config)
-    planner.succeeded(config, "*sonnet*", "s1", "b")
+    answered(planner, config, "s1", "b")
     break_provider(health, "b")
     assert names(planner.plan(config, "claude-sonnet-4", "s1")) == ["a"]
 
@@ -293,3 +298,79 @@ def test_reloading_the_same_strategy_keeps_its_rotation() -> None:
 def test_unknown_strategy_name_is_rejected() -> None:
     with pytest.raises(ValueError, match="fastest"):
         make_strategy("fastest", HealthRegistry(HealthPolicy()))
+
+
+def test_members_low_on_rate_limit_room_go_last_and_the_strategy_rotates_the_rest() -> None:
+    config = make_config(tiered("a", "b", "c"))
+    planner, _, _ = setup(config, "round_robin")
+
+    def report(name: str, left: int) -> None:
+        headers = [
+            ("anthropic-ratelimit-requests-limit", "100"),
+            ("anthropic-ratelimit-requests-remaining", str(left)),
+        ]
+        planner.ratelimits.observe(name, 200, headers)
+
+    report("a", 5)
+    report("b", 60)
+    report("c", 30)  # above the 20 % line: the strategy decides between b and c
+    plans = [names(planner.plan(config, "claude-sonnet-4", "")) for _ in range(2)]
+    assert plans == [["b", "c", "a"], ["c", "b", "a"]]
+    report("c", 10)
+    assert names(planner.plan(config, "claude-sonnet-4", "")) == ["b", "c", "a"]  # c: more room
+    report("b", 0)  # no room at all: not a candidate, and a plan may ask again later
+    plan = planner.plan(config, "claude-sonnet-4", "")
+    assert names(plan) == ["c", "a"] and ("b", "no rate-limit room for 60s") in plan.skipped
+    assert not planner.has_room(plan, "b") and planner.has_room(plan, "a")
+
+
+def test_asking_again_keeps_the_route_after_the_call_let_go_of_its_body() -> None:
+    """A hedge or a recovery asks for candidates while (or after) the first attempt runs; the
+    call drops its parsed body at the commit, and the plan must neither keep it alive nor
+    lose the route the rules chose from it."""
+    config = Config.model_validate(
+        {
+            "providers": [
+                {"name": n, "type": "anthropic", "base_url": f"https://{n}.example"}
+                for n in ("main", "side", "spare")
+            ],
+            "model_routes": {
+                "*": [{"provider": "main"}],
+                "titles": [{"provider": "side"}, {"provider": "spare", "priority": 2}],
+            },
+            "route_rules": [{"when": {"kind": "background"}, "use": "titles"}],
+        }
+    )
+    planner, health, _ = setup(config)
+
+    class Call:  # what relay.Call offers the planner
+        body = {"model": "m", "messages": [], "tools": [], "output_config": {"format": {}}}
+
+    call = Call()
+    plan = planner.plan(config, "claude-opus-5-5", "s1", request=call)
+    assert (plan.route_key, plan.rule_label, plan.kind) == (
+        "titles",
+        "route_rules[0]",
+        "background",
+    )
+    call.body = {}  # released at the commit
+    break_provider(health, "side")
+    again = planner.again(plan)
+    assert (again.route_key, names(again)) == ("titles", ["spare"])
+    assert again.skipped == [("side", "cooling down 60s")]
+    assert not plan.shape.has("image")  # read through the call: the old body is not kept
+
+
+def test_pin_moves_even_a_warm_session_and_a_forced_plan_never_moves_it() -> None:
+    config = make_config(tiered("a", "b"), sticky_provider_duration=300)
+    planner, _, _ = setup(config, "round_robin")
+    warm = Outcome(usage=Usage(input_tokens=10, cache_read_input_tokens=900))
+    planner.succeeded(planner.plan(config, "claude-sonnet-4", "s1"), "a", warm)
+    planner.succeeded(planner.plan(config, "claude-sonnet-4", "s1"), "b", Outcome())
+    assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"  # warm: it stays
+    forced = planner.plan(config, "claude-sonnet-4", "s1", forced_provider="b")
+    planner.pin(forced, "b")
+    planner.succeeded(forced, "b", warm)
+    assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "a"
+    planner.pin(planner.plan(config, "claude-sonnet-4", "s1"), "b")  # e.g. after a recovery
+    assert first(planner.plan(config, "claude-sonnet-4", "s1")) == "b"

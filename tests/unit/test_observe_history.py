@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,30 @@ def test_every_added_record_becomes_one_row(history: History, db: str) -> None:
          "detail": "no first event in 60 s", "status": None, "ttfb_ms": None},
     ]  # fmt: skip
     assert history.dropped == 0
+
+
+def test_the_kind_and_rule_that_routed_a_request_are_kept(db: str) -> None:
+    """Issue 17: the history says which kind a request was and which rule routed it, also in
+    a file an older version created (its rows read as no kind, no rule)."""
+    Path(db).parent.mkdir(parents=True)
+    old_columns = ", ".join(
+        f"{c} TEXT" for c in history_module.COLUMNS if c not in ("kind", "rule")
+    )
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"CREATE TABLE requests ({old_columns})")
+        conn.execute(
+            "INSERT INTO requests (ts, request_id, attempts) VALUES (?, 'old', '[]')",
+            (time.time(),),
+        )
+    h = History(db)
+    h.start()
+    routed = record(1)
+    routed.kind, routed.rule = "background", "route_rules[0]"
+    h.add(routed)
+    h.close()
+    rows = {r["request_id"]: r for r in History.query(db, since_seconds=3600)}
+    assert (rows["req-1"]["kind"], rows["req-1"]["rule"]) == ("background", "route_rules[0]")
+    assert (rows["old"]["kind"], rows["old"]["rule"]) == ("", "")
 
 
 def test_close_writes_what_is_still_queued(db: str) -> None:

@@ -355,3 +355,57 @@ async def test_with_held_tool_input_a_cut_inside_a_tool_call_is_redone(shape, mo
         got = content_of([b"event: %b\ndata: %b\n\n" % (n.encode(), orjson.dumps(p))
                           for n, p in events])  # fmt: skip
         assert got == content_of(answer)
+
+
+async def _cut_answer(
+    between: Any = None,
+) -> tuple[Broadcast, Planner, MemoryTransport, asyncio.Task[None]]:
+    """``a`` streams half of the text answer and is cut; ``between(planner)`` runs just
+    before the cut. The transport, for the test to answer ``b``."""
+    cfg = parse_config(config("prefill", False))
+    clock = Clock()
+    health = HealthRegistry(HealthPolicy.from_settings(cfg.settings), clock)
+    planner = Planner(health)
+    transport = MemoryTransport()
+    relay = Relay(transport, planner, health, {"anthropic": AnthropicDialect()}, scheduler=clock)
+    body = {"model": MODEL, "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+    call = Call(cfg, body, MODEL, "", {}, "", "s1", None, "req_1", raw=orjson.dumps(body))
+    broadcast = Broadcast(None, 1 << 20, 0.0)
+    task = asyncio.get_running_loop().create_task(relay.produce(call, broadcast))
+    a = await transport.opened()
+    answer = ANSWERS["text"]
+    a.send(b"".join(answer[:5]))
+    await settle()
+    if between is not None:
+        between(planner)
+    a.cut(UpstreamConnectError("a", "connection closed mid-response"))
+    await settle()
+    return broadcast, planner, transport, task
+
+
+async def test_after_a_recovery_the_session_sticks_to_the_provider_that_finished() -> None:
+    """The client's next turn carries the recovered answer: it goes where it was finished."""
+    broadcast, planner, transport, task = await _cut_answer()
+    b = transport.calls[1]
+    b.send(Continuer(ANSWERS["text"]).answer(orjson.loads(transport.sent[1].body)))
+    b.end()
+    async with asyncio.timeout(5):
+        await task
+    assert broadcast.outcome.recovered
+    assert planner.sticky.get("*", "s1", planner.health.clock()) == "b"
+
+
+async def test_a_recovery_never_goes_to_a_provider_that_ran_out_of_room() -> None:
+    """b said it is out of room (a 429 while a was streaming): the recovery does not send it
+    the continuation; the answer ends with a proper error saying why."""
+
+    def exhaust(planner: Planner) -> None:
+        planner.ratelimits.observe("b", 429, [("retry-after", "30")])
+
+    broadcast, _, transport, task = await _cut_answer(exhaust)
+    async with asyncio.timeout(5):
+        await task
+    assert len(transport.sent) == 1  # nothing sent to b
+    assert broadcast.state is State.FAILED
+    assert broadcast.outcome.not_recovered == "no provider could continue"
+    assert client_events(broadcast)[-1][0] == "error"

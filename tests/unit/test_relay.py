@@ -239,6 +239,32 @@ async def test_cancellation_releases_health_neutrally(rig: Rig) -> None:
     assert a.closed
 
 
+async def test_each_upstream_response_is_shown_to_the_headers_hook_before_anything_else(
+    rig: Rig,
+) -> None:
+    """The rate-limit room hook (issue 17): once per response, the error that failed over
+    included, with its status and every header, before the relay acts on the answer."""
+    seen: list[tuple[str, int, str, int]] = []
+
+    def hook(provider: str, status: int, headers: list[tuple[str, str]]) -> None:
+        remaining = next(value for name, value in headers if "remaining" in name)
+        seen.append((provider, status, remaining, rig.health.get(provider).failures))
+
+    rig.relay.on_headers = hook
+    refusal = rig.transport.respond("a", 429, {"x-ratelimit-remaining-requests": "0"})
+    refusal.send(b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}')
+    rig.transport.respond("b", 200, {"anthropic-ratelimit-requests-remaining": "7"})
+    rig.start()
+    await rig.opened()
+    b = await rig.opened()
+    b.send(START + BLOCK + text("hi") + STOP + DELTA + END)
+    await rig.done()
+    # a's 429 was seen before it counted against a (failures still 0 then)
+    assert seen == [("a", 429, "0", 0), ("b", 200, "7", 0)]
+    assert rig.health.get("a").failures == 1
+    assert rig.broadcast.head is not None and rig.broadcast.head.provider == "b"
+
+
 HEDGED = CONFIG.replace(
     "  unhealthy_threshold: 1\n", "  unhealthy_threshold: 1\n  hedge_after: 5\n"
 )
@@ -324,3 +350,15 @@ async def test_a_hedged_first_candidate_that_fails_leaves_the_hedge_to_answer(
         ("b", "ok"),
     ]
     assert hedged.health.get("a").failures == 1
+
+
+async def test_no_hedge_goes_to_a_provider_that_ran_out_of_room_meanwhile(hedged: Rig) -> None:
+    hedged.start()
+    a = await hedged.opened()
+    hedged.relay.planner.ratelimits.observe("b", 429, [("retry-after", "60")])
+    hedged.clock.advance(5)
+    await settle()
+    assert len(hedged.transport.sent) == 1  # b is full: a is left to answer alone
+    a.send(START + BLOCK + text("slow but sure") + STOP + DELTA + END)
+    await hedged.done()
+    assert [(x.provider, x.outcome) for x in hedged.broadcast.outcome.attempts] == [("a", "ok")]

@@ -3,38 +3,59 @@
 Sticking keeps the upstream prompt cache warm and thinking signatures valid. Entries are per
 route and per session, never global, expire after the configured duration (renewed by each
 success) and the table is a bounded LRU so many short sessions cannot grow it without end.
+An entry is *warm* when the session's last answer there read from the provider's prompt cache
+(issue 17): the planner then keeps the session there through one-off failures and answers
+elsewhere, and lets it go only when the provider is unavailable or out of rate-limit room.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
+
+
+class Pin(NamedTuple):
+    provider: str
+    expires: float
+    warm: bool
 
 
 class StickyTable:
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], Pin] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, route_key: str, session: str, now: float) -> str | None:
+    def pin(self, route_key: str, session: str, now: float) -> Pin | None:
         key = (route_key, session)
         entry = self._entries.get(key)
         if entry is None:
             return None
-        provider, expires = entry
-        if now >= expires:
+        if now >= entry.expires:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return provider
+        return entry
 
-    def set(self, route_key: str, session: str, provider: str, now: float, duration: float) -> None:
+    def get(self, route_key: str, session: str, now: float) -> str | None:
+        entry = self.pin(route_key, session, now)
+        return None if entry is None else entry.provider
+
+    def set(
+        self,
+        route_key: str,
+        session: str,
+        provider: str,
+        now: float,
+        duration: float,
+        warm: bool = False,
+    ) -> None:
         if duration <= 0:
             return
         key = (route_key, session)
-        self._entries[key] = (provider, now + duration)
+        self._entries[key] = Pin(provider, now + duration, warm)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -43,5 +64,5 @@ class StickyTable:
         """Drop the session's entry only if it still points at ``provider``."""
         key = (route_key, session)
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == provider:
+        if entry is not None and entry.provider == provider:
             del self._entries[key]

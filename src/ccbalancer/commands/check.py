@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import time
 
+from ccbalancer.balance import rules
 from ccbalancer.commands.loading import config_path, load_or_exit
-from ccbalancer.config.schema import Config, ProviderConfig
+from ccbalancer.config.schema import REQUEST_KINDS, Config, ProviderConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +40,29 @@ def run(args: argparse.Namespace) -> int:
             for e in sorted(entries, key=lambda e: e.priority)
         )
         print(f"  {key:<24} -> {targets}")
+    if config.route_rules:
+        _print_rules(config)
     if args.probe:
         return asyncio.run(_probe(config))
     return 0
+
+
+def _print_rules(config: Config) -> None:
+    """The route rules in order, then where a request of each kind goes (issue 17)."""
+    print("\nroute rules (first match wins; no match: the model's route above):")
+    for index, rule in enumerate(config.route_rules):
+        print(f"  {rules.rule_label(index):<16} {rules.conditions(rule):<40} -> {rule.use}")
+    print("\nrequest kinds (docs/routing.md says how each is recognised):")
+    for kind in (*REQUEST_KINDS, None):
+        steps = rules.resolution(config, kind)
+        parts = [
+            f"{rule.use} ({rules.rule_label(index)}{', if ' + still if still else ''})"
+            for index, rule, still in steps
+        ]
+        if not steps or steps[-1][2]:
+            parts.append("the model's route")
+        label = kind or "(no kind)"
+        print(f"  {label:<16} -> {'; else '.join(parts)}")
 
 
 def _accepts(provider: ProviderConfig) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
+import typing
 from functools import cached_property
 from typing import Literal
 
@@ -164,6 +165,36 @@ class RouteEntry(_Frozen):
     enabled: bool = True  # false: left out of the route (the original balancer's key)
 
 
+# Request kinds a route rule can name; ``balance.kinds`` says how each is recognised.
+RequestKind = Literal["background", "deep_thinking", "long_context", "web_search", "image"]
+REQUEST_KINDS: tuple[RequestKind, ...] = typing.get_args(RequestKind)
+
+
+class RuleWhen(_Frozen):
+    """A route rule's conditions; every one given must hold (at least one is required)."""
+
+    kind: RequestKind | None = None
+    input_tokens_over: int | None = Field(default=None, ge=0)  # the local estimate
+    model: str | None = Field(default=None, min_length=1)  # case-insensitive glob
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> RuleWhen:
+        if self.kind is None and self.input_tokens_over is None and self.model is None:
+            raise ValueError("give at least one condition: kind, input_tokens_over or model")
+        return self
+
+    def matches_model(self, model: str) -> bool:
+        return self.model is None or fnmatch.fnmatchcase(model.lower(), self.model.lower())
+
+
+class RouteRule(_Frozen):
+    """``{when: {...}, use: <a key of model_routes>}``: the first rule that matches picks the
+    route; a request no rule matches is routed by its model name."""
+
+    when: RuleWhen
+    use: str = Field(min_length=1)
+
+
 class TimeoutPhase(_Frozen):
     connect_timeout: float = Field(default=30, gt=0)
     read_timeout: float = Field(default=120, gt=0)
@@ -296,6 +327,7 @@ class Settings(_Frozen):
 class Config(_Frozen):
     providers: tuple[ProviderConfig, ...] = Field(min_length=1)
     model_routes: dict[str, tuple[RouteEntry, ...]] = Field(default_factory=dict)
+    route_rules: tuple[RouteRule, ...] = ()
     settings: Settings = Settings()
     source: str = Field(default="<memory>", exclude=True)
 
@@ -322,6 +354,11 @@ class Config(_Frozen):
                 if entry.provider not in seen:
                     reason = f"unknown provider {entry.provider!r}"
                     problems.append((("model_routes", pattern, j, "provider"), reason))
+        for i, rule in enumerate(self.route_rules):
+            if rule.use not in self.model_routes:
+                known = ", ".join(repr(key) for key in self.model_routes) or "none"
+                reason = f"unknown route {rule.use!r}: use names a key of model_routes ({known})"
+                problems.append((("route_rules", i, "use"), reason))
         return problems
 
     @cached_property

@@ -1,4 +1,5 @@
-"""Which conversation a request belongs to, for provider-side prompt caches (issue 15, item 7).
+"""Which conversation a request belongs to, for provider-side prompt caches (issue 15, item 7)
+and for keeping a session where its cache is warm (issue 17: ``session_key``).
 
 Claude Code names its session twice: the ``x-claude-code-session-id`` header, and the
 ``session_id`` inside ``metadata.user_id`` — a JSON string in 2.1.3xx
@@ -9,6 +10,7 @@ Other clients send neither; they get no key. Sans-IO.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -38,3 +40,12 @@ def cache_session(client_headers: Mapping[str, str], body: Mapping[str, Any]) ->
         return session[:_MAX] if isinstance(session, str) else ""
     match = _LEGACY.search(user_id)
     return match.group(1)[:_MAX] if match else ""
+
+
+def session_key(client_headers: Mapping[str, str], body: Mapping[str, Any], credential: str) -> str:
+    """The key a session's stickiness and cache statistics are kept under: the client's own
+    session id (``cache_session``), else one per client key (``key:`` and 16 hex digits of
+    its SHA-256, so the key itself is never kept)."""
+    return cache_session(client_headers, body) or (
+        "key:" + hashlib.sha256(credential.encode()).hexdigest()[:16]
+    )

@@ -68,7 +68,7 @@ def _usage(call: Call, output_tokens: int) -> Json:
     return {
         "input_tokens": call.input_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": call.cache_read,
         "output_tokens": output_tokens,
     }
 

@@ -27,6 +27,7 @@ class Call:
     message_id: str
     include_usage: bool  # OpenAI: stream_options.include_usage was requested
     input_tokens: int
+    cache_read: int = 0  # of the prompt, read from the cache (Anthropic: not in input_tokens)
 
 
 class MockDialect(Protocol):

@@ -40,10 +40,10 @@ def _call_id(block: Block) -> str:
 def _usage(plan: Plan, call: Call) -> Json:
     reasoning = sum(len(block.joined) for block in plan.blocks if block.kind == "thinking") // 4
     return {
-        "prompt_tokens": call.input_tokens,
+        "prompt_tokens": call.input_tokens + call.cache_read,  # OpenAI counts the cache in
         "completion_tokens": plan.output_tokens,
-        "total_tokens": call.input_tokens + plan.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "total_tokens": call.input_tokens + call.cache_read + plan.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": call.cache_read},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 

@@ -21,7 +21,7 @@ from ccbalancer.mock.continuation import Continuation, Mismatch, continued
 from ccbalancer.mock.dialect import Call, Json, MockDialect
 from ccbalancer.mock.frames import encode, encode_all
 from ccbalancer.mock.plan import Plan, build_plan, plan_of
-from ccbalancer.mock.script import Script
+from ccbalancer.mock.script import Script, extra_headers
 from ccbalancer.mock.stream import abort, play, stall
 
 
@@ -33,6 +33,7 @@ def call_for(dialect: MockDialect, body: Json, script: Script) -> Call:
         message_id=f"{dialect.id_prefix}{uuid.uuid4().hex[:24]}",
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         input_tokens=script.input_tokens,
+        cache_read=script.cache_read,
     )
 
 
@@ -96,7 +97,7 @@ async def respond(
     if script.reset_before_headers:
         abort(request)
         return web.Response()  # never sent: the connection is gone
-    headers = dialect.headers(call)
+    headers = dialect.headers(call) | extra_headers(script)
     retry_after = {} if script.retry_after is None else {"retry-after": f"{script.retry_after:g}"}
     if script.html:
         page = _html_page(script.status)

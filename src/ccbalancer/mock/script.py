@@ -61,6 +61,7 @@ class Script:
     html: bool = False
     stamp: bool = False
     input_tokens: int = 25
+    cache_read: int = 0  # prompt tokens reported as read from the prompt cache
     tool_command: str = "echo CCB_TOOL_OK"
     tool_name: str = "Bash"  # the tool the tool_use replies call
     tool_input: str = ""  # its input as a JSON object; "" = Bash's {"command": tool_command}
@@ -70,6 +71,7 @@ class Script:
     pieces: str = ""  # JSON array of strings: the text reply's delta pieces exactly
     content: str = ""  # JSON array of content blocks to answer with, instead of reply/text
     resume_repeat: int = 3  # words of the delivered tail a resumed answer says again (0: none)
+    headers: str = ""  # extra response headers as a JSON object of strings (rate limits...)
 
 
 def _kinds() -> dict[str, tuple[type, bool]]:
@@ -117,6 +119,8 @@ def _check(name: str, value: Any) -> Any:
         parse_content(value)
     if name == "resume_repeat" and value < 0:
         raise ValueError(f"Script.resume_repeat must be 0 or more, got {value!r}")
+    if name == "headers" and value and not _string_map(value):
+        raise ValueError(f"Script.headers must be a JSON object of strings, got {value!r}")
     return value
 
 
@@ -125,6 +129,15 @@ def _json_object(text: str) -> bool:
         return isinstance(json.loads(text), dict)
     except json.JSONDecodeError:
         return False
+
+
+def _string_map(text: str) -> bool:
+    return _json_object(text) and all(isinstance(v, str) for v in json.loads(text).values())
+
+
+def extra_headers(script: Script) -> dict[str, str]:
+    """``Script.headers`` as a dict (checked when the script was made)."""
+    return dict(json.loads(script.headers)) if script.headers else {}
 
 
 def apply_fields(base: Script, fields: dict[str, Any]) -> Script:

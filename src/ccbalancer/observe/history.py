@@ -30,7 +30,7 @@ PRUNE_EVERY = 3600.0
 COLUMNS = (
     "ts", "request_id", "model", "provider", "role", "stream", "status", "outcome",
     "ttfb_ms", "ttfc_ms", "duration_ms", "events", "bytes", "input_tokens", "output_tokens",
-    "stop_reason", "attempts", "error",
+    "stop_reason", "attempts", "error", "kind", "rule",
 )  # fmt: skip
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -38,10 +38,17 @@ CREATE TABLE IF NOT EXISTS requests (
     role TEXT NOT NULL, stream INTEGER NOT NULL, status INTEGER NOT NULL, outcome TEXT NOT NULL,
     ttfb_ms REAL, ttfc_ms REAL, duration_ms REAL NOT NULL, events INTEGER NOT NULL,
     bytes INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
-    stop_reason TEXT, attempts TEXT NOT NULL, error TEXT NOT NULL
+    stop_reason TEXT, attempts TEXT NOT NULL, error TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT '', rule TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
+# Columns added after the first release, with their definitions: a file written by an older
+# version gets them on open (its old rows read as the default).
+_ADDED = {
+    "kind": "TEXT NOT NULL DEFAULT ''",  # issue 17: the request's kinds
+    "rule": "TEXT NOT NULL DEFAULT ''",  # issue 17: the route rule that chose the route
+}
 _INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 _log = logging.getLogger("ccbalancer.history")
@@ -138,6 +145,10 @@ class History:
             # WAL + NORMAL: a crash may lose the last batch, never corrupt the file.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            present = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+            for column, definition in _ADDED.items():
+                if column not in present:
+                    conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {definition}")
         except sqlite3.Error:
             conn.close()
             raise
@@ -223,7 +234,7 @@ class History:
             r.started, r.request_id, r.model, r.provider, r.role, int(r.stream), r.status,
             r.outcome, _ms(r.ttfb), _ms(r.ttfc), _ms(r.duration), r.events, r.bytes,
             r.input_tokens, r.output_tokens, r.stop_reason, json.dumps(attempts),
-            self._scrub(r.error),
+            self._scrub(r.error), r.kind, r.rule,
         )  # fmt: skip
 
     # -- read side -----------------------------------------------------------------------

@@ -267,6 +267,10 @@ def log_request(logger: BoundLogger, record: RequestRecord) -> None:
     fields.update((k, getattr(record, k)) for k in _COUNTS)
     if record.error:
         fields["error"] = record.error
+    if record.kind:
+        fields["kind"] = record.kind
+    if record.rule:
+        fields["rule"] = record.rule
     log = logger.info if record.outcome == "ok" else logger.warning
     log("request", **fields)
 

@@ -55,6 +55,8 @@ class RecentRequests:
                     "output_tokens": r.output_tokens,
                     "tried": tried,
                     "error": r.error,
+                    "kind": r.kind,
+                    "rule": r.rule,
                 }
             )
         return out

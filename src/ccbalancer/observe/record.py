@@ -45,3 +45,5 @@ class RequestRecord:
     output_tokens: int = 0
     stop_reason: str | None = None
     error: str = ""  # what the client was told, in a few words
+    kind: str = ""  # the request's kinds, comma-separated ("" for none): balance.kinds
+    rule: str = ""  # the route rule that chose the route ("route_rules[0]"; "" = the model's)

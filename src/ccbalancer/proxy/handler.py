@@ -8,13 +8,13 @@ one subscriber of; this handler is that subscriber's writer and its record keepe
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from ccbalancer.dialects.session import session_key
 from ccbalancer.errors import ClientError
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy import respond, writer
@@ -116,10 +116,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     record.model, record.stream = model, stream
     headers = {k.lower(): v for k, v in request.headers.items()}
     credential = client_credential(headers)
-    session = (
-        headers.get("x-claude-code-session-id")
-        or hashlib.sha256(credential.encode()).hexdigest()[:16]
-    )
+    session = session_key(headers, body, credential)  # stickiness and cache warmth (issue 17)
     dedup = settings.deduplication
     key = (
         coalescing_key(
@@ -246,3 +243,4 @@ def _fill(record: RequestRecord, broadcast: Broadcast, t0: float) -> None:
     record.input_tokens = outcome.usage.total_input
     record.output_tokens = outcome.usage.output_tokens
     record.stop_reason = outcome.stop_reason
+    record.kind, record.rule = outcome.kind, outcome.rule

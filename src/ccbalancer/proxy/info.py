@@ -48,7 +48,14 @@ def providers_view(runtime: Runtime) -> list[dict[str, object]]:
     for provider in runtime.config.providers:
         snapshot = runtime.health.get(provider.name).snapshot(now)
         out.append(
-            {"name": provider.name, "type": provider.type, "enabled": provider.enabled, **snapshot}
+            {
+                "name": provider.name,
+                "type": provider.type,
+                "enabled": provider.enabled,
+                **snapshot,
+                # the room its rate-limit headers report (None: it reported none yet)
+                "rate_limit": runtime.ratelimits.snapshot(provider.name, now),
+            }
         )
     return out
 
@@ -168,6 +175,8 @@ async def dashboard_data(request: web.Request) -> web.Response:
             },
             "recent": recent.rows(),
             "series": {"ttft": recent.ttft_series(), "throughput": recent.throughput_series()},
+            # per Claude Code session: prompt-cache hit rate where it is, and around its moves
+            "sessions": runtime.planner.warmth.rows(),
         }
     )
 

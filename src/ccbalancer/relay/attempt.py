@@ -45,6 +45,11 @@ from ccbalancer.relay.transport import UpstreamCall, UpstreamTransport
 from ccbalancer.sharing.broadcast import Broadcast, Head
 from ccbalancer.sse.event import Event
 from ccbalancer.timers import Handle, Scheduler
+from ccbalancer.upstream.ratelimit_headers import reset_wait
+
+# Told (provider, status, headers) of every upstream response, success or error, before
+# anything else looks at it: the rate-limit room (``upstream.ratelimits``).
+HeadersHook = Callable[[str, int, list[tuple[str, str]]], None]
 
 if TYPE_CHECKING:
     from ccbalancer.relay.hedge import Gate
@@ -86,6 +91,7 @@ class AttemptRun:
         "hedged",
         "lost",
         "on_content",
+        "on_headers",
         "provider",
         "redaction",
         "scheduler",
@@ -112,6 +118,7 @@ class AttemptRun:
         before_finish: Callable[[AttemptRun], None] | None = None,
         gate: Gate | None = None,
         hedged: bool = False,
+        on_headers: HeadersHook | None = None,
     ) -> None:
         self.body = body  # None: the call's own body
         # what the events pass through before the client gets them (a continuation's
@@ -133,6 +140,7 @@ class AttemptRun:
         self.call = call
         self.broadcast = broadcast
         self.redaction = redaction
+        self.on_headers = on_headers
         self.committed = False
         self.content_after: float | None = None  # send -> first content, seconds
         timeouts = call.config.settings.timeouts
@@ -176,6 +184,8 @@ class AttemptRun:
             ) from None
         self._response = response
         try:
+            if self.on_headers is not None:
+                self.on_headers(provider.name, response.status, response.headers)
             self._ttfb = time.perf_counter() - self._sent
             if response.status != 200:
                 raise await _status_error(response, dialect, provider.name, call.config)
@@ -348,13 +358,16 @@ async def _status_error(
     unhealthy = response.status in settings.unhealthy_http_codes or any(
         p.search(text) for p in settings.body_patterns
     )
+    retry_after = parse_retry_after(
+        response.header("retry-after"), response.header("retry-after-ms")
+    )
+    if retry_after is None and response.status == 429:  # the rate-limit headers' reset instead
+        retry_after = reset_wait(response.headers)
     return UpstreamStatusError(
         name,
         message,
         status=response.status,
-        retry_after=parse_retry_after(
-            response.header("retry-after"), response.header("retry-after-ms")
-        ),
+        retry_after=retry_after,
         error_type=error_type,
         headers=returned(response.headers),
         body=body,

@@ -23,7 +23,7 @@ class Call:
     query: str
     headers: dict[str, str]  # client headers, lower-case names
     credential: str  # the client's own credential (sent only to passthrough providers)
-    session: str  # stickiness key: Claude Code session id, else a hash of the credential
+    session: str  # stickiness key: dialects.session.session_key
     forced: str | None  # a provider named in the body: only that one is tried
     request_id: str
     raw: bytes = b""  # the body as received

@@ -22,7 +22,7 @@ from ccbalancer.dialects.capabilities import refused, request_needs
 from ccbalancer.errors import UpstreamError, UpstreamStatusError
 from ccbalancer.observe.record import Attempt
 from ccbalancer.relay import failures
-from ccbalancer.relay.attempt import AttemptRun
+from ccbalancer.relay.attempt import AttemptRun, HeadersHook
 from ccbalancer.relay.call import Call
 from ccbalancer.relay.failures import Redaction
 from ccbalancer.relay.hedge import race
@@ -88,15 +88,16 @@ class Attempting:
             self.call,
             self.broadcast,
             self.redaction,
+            on_headers=relay.on_headers,
             **options,
         )
 
     def candidates(self, exclude: list[str]) -> Iterator[tuple[Candidate, ProviderConfig, str]]:
-        """The route's candidates as the planner orders them now, without ``exclude``."""
+        """The route's candidates as the planner orders them now (health, room, stickiness),
+        without ``exclude``."""
         call = self.call
         config = call.config
-        plan = self.relay.planner.plan(config, call.model, call.session, call.forced)
-        for candidate in plan.candidates:
+        for candidate in self.relay.planner.again(self.plan).candidates:
             if candidate.provider in exclude:
                 continue
             provider = config.providers_by_name[candidate.provider]
@@ -129,6 +130,7 @@ class Relay:
         dialects: dict[str, Dialect],
         scrub: Callable[[str], str] = lambda text: text,
         scheduler: Scheduler | None = None,
+        on_headers: HeadersHook | None = None,
     ) -> None:
         self.transport = transport
         self.planner = planner
@@ -136,13 +138,15 @@ class Relay:
         self.dialects = dialects
         self.scrub = scrub
         self.scheduler = scheduler  # None: the running loop
+        self.on_headers = on_headers  # each upstream response's headers (rate-limit room)
 
     async def produce(self, call: Call, broadcast: Broadcast) -> None:
         config = call.config
         if call.forced is not None and call.forced not in config.providers_by_name:
             broadcast.fail(failures.unknown_provider(call.forced))
             return
-        plan = self.planner.plan(config, call.model, call.session, call.forced)
+        plan = self.planner.plan(config, call.model, call.session, call.forced, call)
+        broadcast.outcome.kind, broadcast.outcome.rule = plan.kind, plan.rule_label
         if plan.route_key is None and not plan.candidates:
             broadcast.fail(failures.no_route(call.model))
             return
@@ -186,6 +190,11 @@ class Relay:
                 tally.refusals.append((name, cannot))
                 tally.skipped.append(f"{name}: cannot take {', '.join(cannot)}")
                 continue
+            if not self.planner.has_room(at.plan, name):
+                # it said it is full since the plan was made (a hedge or a failover comes
+                # seconds later): not a failure, just not now
+                tally.skipped.append(f"{name}: no rate-limit room")
+                continue
             health = self.health.get(name)
             if not health.acquire(self.health.clock()):
                 tally.skipped.append(f"{name}: busy (half-open probe or full)")
@@ -196,21 +205,20 @@ class Relay:
 
     def _succeeded(self, at: Attempting, item: Started, run: AttemptRun) -> None:
         at.health_success(item.health, run)
-        call = at.call
-        self.planner.succeeded(call.config, at.plan.route_key, call.session, item.provider.name)
+        self.planner.succeeded(at.plan, item.provider.name, at.broadcast.outcome)
 
     async def _failed(
         self, at: Attempting, item: Started, run: AttemptRun, error: UpstreamError, tally: _Tally
     ) -> bool:
         """One attempt failed: True when that decides the answer (after its commit, or a
         client error), False to go on with the next candidate."""
-        call, broadcast = at.call, at.broadcast
+        broadcast = at.broadcast
         name = item.provider.name
         attempts = broadcast.outcome.attempts
         at.redaction.error(error)
         at.release(item.health, error)
         if run.committed:
-            self.planner.failed(at.plan.route_key, call.session, name)
+            self.planner.failed(at.plan, name)
             _replace_last(attempts, _record(name, "mid_stream", error, item.hedged))
             await self._committed_failure(at, run, error)
             return True
@@ -219,7 +227,7 @@ class Relay:
             attempts.append(_record(name, "client_error", error, item.hedged))
             broadcast.fail(failures.client_error(error))
             return True
-        self.planner.failed(at.plan.route_key, call.session, name)
+        self.planner.failed(at.plan, name)
         attempts.append(_record(name, "failover", error, item.hedged))
         tally.errors.append(error)
         return False
@@ -252,7 +260,7 @@ class Relay:
             if result.recovered:
                 # the client's next turn must go where its thinking signature is valid
                 sticky = result.thinking_from or result.served_by
-                self.planner.succeeded(call.config, at.plan.route_key, call.session, sticky)
+                self.planner.pin(at.plan, sticky)
                 return
             broadcast.outcome.not_recovered = result.why
         if broadcast.state is State.COMMITTED:

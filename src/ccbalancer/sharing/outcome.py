@@ -40,3 +40,5 @@ class Outcome:
     remote: bool = False  # produced by another instance (sharing through Redis)
     recovered: bool = False  # finished on another provider after a mid-stream cut
     not_recovered: str = ""  # why a cut answer could not be finished elsewhere
+    kind: str = ""  # the request's kinds ("background", ...; "" for none), issue 17
+    rule: str = ""  # the route rule that chose the route ("" when the model name did)
