@@ -55,6 +55,11 @@ class RecentRequests:
                     "output_tokens": r.output_tokens,
                     "tried": tried,
                     "error": r.error,
+                    "client": r.client,
+                    "session": r.session,
+                    "cache_read_tokens": r.cache_read_tokens,
+                    "cache_write_tokens": r.cache_write_tokens,
+                    "cost_usd": r.cost_usd,
                 }
             )
         return out
