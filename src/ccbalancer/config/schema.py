@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import re
 from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ccbalancer.config.clients import ClientConfig, PriceConfig
 from ccbalancer.dialects.base import BodyOptions, HeaderOptions
 from ccbalancer.dialects.betas import BetaFilter
 from ccbalancer.dialects.capabilities import DEFAULT_CAPABILITIES, Capabilities
@@ -74,6 +76,7 @@ class ProviderConfig(_Frozen):
     strip_billing_header: bool = False  # anthropic only
     prompt_cache_key: bool = False  # openai only
     cache_control: bool = False  # openai only
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # model glob -> this one's price
 
     @field_validator("base_url")
     @classmethod
@@ -136,6 +139,10 @@ class ProviderConfig(_Frozen):
     @cached_property
     def header_options(self) -> HeaderOptions:
         return HeaderOptions(betas=self.beta_filter)
+
+
+def _sha256(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _other(kind: str) -> str:
@@ -264,6 +271,8 @@ class Config(_Frozen):
     providers: tuple[ProviderConfig, ...] = Field(min_length=1)
     model_routes: dict[str, tuple[RouteEntry, ...]] = Field(default_factory=dict)
     settings: Settings = Settings()
+    clients: tuple[ClientConfig, ...] = ()  # named client keys and their limits (issue 18)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # model glob -> price
     source: str = Field(default="<memory>", exclude=True)
 
     @field_validator("model_routes")
@@ -289,7 +298,30 @@ class Config(_Frozen):
                 if entry.provider not in seen:
                     reason = f"unknown provider {entry.provider!r}"
                     problems.append((("model_routes", pattern, j, "provider"), reason))
+        problems += self._client_problems()
         return problems
+
+    def _client_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """Two clients with one name, or one key (the digest tells: a key may be given as
+        itself or as its SHA-256), cannot be told apart."""
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        names: set[str] = set()
+        digests = {_sha256(key): "settings.auth.api_key" for key in self.settings.auth.keys}
+        for i, client in enumerate(self.clients):
+            if client.name in names:
+                problems.append((("clients", i, "name"), f"duplicate name {client.name!r}"))
+            names.add(client.name)
+            digest = client.key_sha256 or _sha256(client.key)
+            field = "key_sha256" if client.key_sha256 else "key"
+            if digest in digests:
+                problems.append((("clients", i, field), f"the same key as {digests[digest]}"))
+            digests.setdefault(digest, f"client {client.name!r}")
+        return problems
+
+    @property
+    def inbound_auth(self) -> bool:
+        """Clients need a key: configuring ``clients`` turns inbound auth on."""
+        return self.settings.auth.enabled or bool(self.clients)
 
     @cached_property
     def providers_by_name(self) -> dict[str, ProviderConfig]:

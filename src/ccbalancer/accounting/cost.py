@@ -1,0 +1,69 @@
+"""A request's cost: its final usage, priced at the provider that served it.
+
+Anthropic's usage counts ``input_tokens`` apart from cache reads and cache writes; writes may
+come split by lifetime (``cache_creation.ephemeral_5m/1h_input_tokens``). Writes reported
+without the split are 5-minute writes, the default lifetime. The prompt's length (all three
+input kinds) picks the rate tier of models whose price depends on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ccbalancer.accounting.prices import Price
+
+
+class Usage(Protocol):
+    """The fields of ``sharing.outcome.Usage`` that a cost needs."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cache_read_input_tokens(self) -> int: ...
+    @property
+    def cache_creation_input_tokens(self) -> int: ...
+    @property
+    def cache_creation_1h(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    fresh: int = 0  # input that was neither read from nor written to the cache
+    cache_read: int = 0
+    cache_write: int = 0  # all writes, 5-minute and 1-hour
+    cache_write_1h: int = 0
+    output: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> Tokens:
+        return cls(
+            usage.input_tokens,
+            usage.cache_read_input_tokens,
+            max(usage.cache_creation_input_tokens, usage.cache_creation_1h),
+            usage.cache_creation_1h,
+            usage.output_tokens,
+        )
+
+    @property
+    def prompt(self) -> int:
+        return self.fresh + self.cache_read + self.cache_write
+
+    @property
+    def total(self) -> int:
+        """Every token, as ``tokens_per_day`` counts them."""
+        return self.prompt + self.output
+
+
+def cost(price: Price, tokens: Tokens) -> float:
+    """US dollars."""
+    rates = price.for_prompt(tokens.prompt)
+    return (
+        tokens.fresh * rates.input
+        + tokens.cache_read * rates.cache_read
+        + (tokens.cache_write - tokens.cache_write_1h) * rates.cache_write_5m
+        + tokens.cache_write_1h * rates.cache_write_1h
+        + tokens.output * rates.output
+    )
