@@ -151,23 +151,32 @@ class Accounts:
         if client is None:
             return  # refused at the door, or never got that far
         self.ledger.release(record.request_id)
-        self._count(client.name, Totals(requests=1), finished=record.request_id)
+        name = client.name
+        w = self._calendar.at(self.clock())
+        self.ledger.count_request(name, w)
+        if self.shared is not None:
+            self.shared.finish(record.request_id, name, w)
+        if self._persist is not None:
+            self._persist(DailyUsage(name, w.day, requests=1))
 
-    def _count(self, name: str, used: Totals, finished: str = "") -> None:
+    def _count(self, name: str, used: Totals) -> None:
         w = self._calendar.at(self.clock())
         self.ledger.add(name, used, w)
         if self.shared is not None:
-            if finished:
-                self.shared.finish(finished, name, w)
-            else:
-                self.shared.add(name, used, w)
+            self.shared.add(name, used, w)
         if self._persist is not None:
             self._persist(
                 DailyUsage(
-                    name, w.day, used.requests, used.fresh, used.cache_read, used.cache_write,
-                    used.output, used.usd,
+                    name,
+                    w.day,
+                    0,
+                    used.fresh,
+                    used.cache_read,
+                    used.cache_write,
+                    used.output,
+                    used.usd,
                 )
-            )  # fmt: skip
+            )
 
     # -- what the dashboard shows ----------------------------------------------------------
 

@@ -49,9 +49,9 @@ class Totals:
         self.usd += other.usd
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, and a frozen __init__ costs 3x
 class Windows:
-    """The windows ``now`` falls in, and when each ends (epoch seconds)."""
+    """The windows ``now`` falls in, and when each ends (epoch seconds). Read-only."""
 
     now: float
     minute: int  # minutes since the epoch

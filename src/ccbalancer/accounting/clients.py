@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 
 from ccbalancer.config.clients import ANONYMOUS, ClientConfig
@@ -27,13 +28,19 @@ def digest(key: str) -> bytes:
 class Client:
     name: str
     limits: ClientConfig | None = None  # None: no models restriction, no limits
+    models: re.Pattern[str] | None = None  # the limits' model globs as one pattern
 
     def allows(self, model: str) -> bool:
-        globs = self.limits.models if self.limits is not None else None
+        return self.models is None or self.models.match(model) is not None
+
+    @classmethod
+    def of(cls, config: ClientConfig) -> Client:
+        globs = config.models
         if globs is None:
-            return True
-        lowered = model.lower()
-        return any(fnmatch.fnmatchcase(lowered, glob.lower()) for glob in globs)
+            return cls(config.name, config)
+        # fnmatch.translate anchors each glob; one pattern matches them all in one call
+        pattern = "|".join(f"(?:{fnmatch.translate(glob)})" for glob in globs) or "(?!)"
+        return cls(config.name, config, re.compile(pattern, re.IGNORECASE))
 
     @property
     def money_limited(self) -> bool:
@@ -49,7 +56,7 @@ class ClientBook:
     def __init__(self, config: Config) -> None:
         self.enabled = config.inbound_auth
         self.named = bool(config.clients)
-        self.clients = {c.name: Client(c.name, c) for c in config.clients}
+        self.clients = {c.name: Client.of(c) for c in config.clients}
         known = [(digest(key), NOBODY) for key in config.settings.auth.keys]
         known += [
             (bytes.fromhex(c.key_sha256) if c.key_sha256 else digest(c.key), self.clients[c.name])

@@ -69,6 +69,10 @@ class Ledger:
         if name is not None:
             self._flight[name] -= 1
 
+    def count_request(self, name: str, w: Windows) -> None:
+        self.day(name, w).requests += 1
+        self.month(name, w).requests += 1
+
     def add(self, name: str, used: Totals, w: Windows) -> None:
         self.day(name, w).add(used)
         self.month(name, w).add(used)
