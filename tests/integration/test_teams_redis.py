@@ -117,3 +117,45 @@ async def test_without_redis_each_instance_still_holds_the_budget_on_its_own(
     assert (await _post(b, "first"))[0] == 200
     status, body = await _post(b, "second")
     assert status == 429 and b"usd_per_day" in body
+
+
+async def test_concurrency_leases_live_while_renewed_and_free_themselves_when_not(
+    flushed,  # noqa: F811
+):
+    """An instance renews the slots of its requests in flight; one that died (stopped
+    renewing) holds them only until their lease ends."""
+    import time
+
+    from ccbalancer.accounting import Client
+    from ccbalancer.accounting.budgets import windows
+    from ccbalancer.accounting.shared import SharedLedger
+    from ccbalancer.config.clients import ClientConfig
+    from ccbalancer.tasks import TaskOwner
+
+    warnings: list[str] = []
+
+    def warn(event: str, detail: str) -> None:
+        warnings.append(f"{event}: {detail}")
+
+    alive = SharedLedger(flushed, warn, lease_ms=1000, renew_every=0.1)
+    other = SharedLedger(flushed, warn, lease_ms=1000)
+    alice = Client("alice", ClientConfig(name="alice", key=ALICE, max_concurrency=1))
+    owner = TaskOwner("test")
+    try:
+        assert await alive.admit(alice, "req-held", windows(time.time())) is None
+        owner.spawn(alive.renew_leases(), "renew")
+        await asyncio.sleep(2.5)  # two and a half leases, renewed
+        refused = await other.admit(alice, "req-other", windows(time.time()))
+        assert refused is not None and refused.limit == "max_concurrency"
+        await owner.close()  # the instance "dies": no more renewals
+        for _ in range(100):  # bounded: the lease ends within a second
+            if await other.admit(alice, "req-later", windows(time.time())) is None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the dead instance's slot never freed")
+    finally:
+        await owner.close()
+        await alive.close()
+        await other.close()
+    assert not warnings

@@ -94,16 +94,27 @@ class Unavailable(Exception):
 
 
 class SharedLedger:
-    def __init__(self, url: str, warn: Warn, *, prefix: str = "ccb:acct:") -> None:
+    def __init__(
+        self,
+        url: str,
+        warn: Warn,
+        *,
+        prefix: str = "ccb:acct:",
+        lease_ms: int = LEASE_MS,
+        renew_every: float = RENEW_EVERY,
+    ) -> None:
         from redis.asyncio import Redis  # an instance without redis.url never loads redis-py
 
         self._redis: Redis = Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
         )
         self._prefix = prefix
+        self._lease_ms = lease_ms
+        self._renew_every = renew_every
         self._warn = warn
         self._warned_at = -_WARN_EVERY
         self._down_until = 0.0
+        self._closed = False
         self._held: dict[str, str] = {}  # request id -> client, leases this instance renews
         self._tasks = TaskOwner("redis-accounting")
         self._admit = self._redis.register_script(_ADMIT)
@@ -136,7 +147,7 @@ class SharedLedger:
             limits.requests_per_minute or 0,
             limits.max_concurrency or 0,
             request_id,
-            LEASE_MS,
+            self._lease_ms,
         ]
         try:
             reply = await self._admit(keys=keys, args=args)
@@ -209,22 +220,26 @@ class SharedLedger:
     async def renew_leases(self) -> None:
         """Keep this instance's slots alive while their requests run (until cancelled)."""
         while True:
-            await asyncio.sleep(RENEW_EVERY)
+            await asyncio.sleep(self._renew_every)
             held = dict(self._held)
             if not held:
                 continue
             keys = [self._flight(name) for name in held.values()]
             try:
-                await self._renew(keys=keys, args=[LEASE_MS, *held])
+                await self._renew(keys=keys, args=[self._lease_ms, *held])
             except Exception as exc:
                 self._unreachable(exc)
 
     async def close(self) -> None:
+        self._closed = True
         await self._tasks.drain(2.0)  # usage of the answers that just ended
         await self._tasks.close()
         await self._redis.aclose()
 
     def _spawn(self, coro: Any, what: str) -> None:
+        if self._closed:  # a request that ends after the close: its counts go with the instance
+            coro.close()
+            return
         self._tasks.spawn(self._guarded(coro), what)
 
     async def _guarded(self, coro: Any) -> None:
