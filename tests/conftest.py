@@ -180,6 +180,14 @@ class Balancer:
     runtime: Runtime
     session: aiohttp.ClientSession
     clock: Clock = field(default_factory=Clock)  # the runtime's clock when ``manual_clock``
+    runner: web.AppRunner | None = None
+
+    async def stop(self) -> None:
+        """Shut this balancer down now, as SIGTERM would (e.g. to start another on its files)."""
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            await self.session.close()
+            await runner.cleanup()
 
     async def post(
         self, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -196,17 +204,22 @@ BalancerFactory = Callable[..., Any]
 
 @pytest.fixture
 async def balancer_factory() -> AsyncIterator[BalancerFactory]:
-    """Starts balancers on port 0; ``await factory(config_or_text, clock=...)``."""
-    started: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
+    """Starts balancers on port 0; ``await factory(config_or_text, clock=...)``. The history
+    stays off unless ``history=True`` (then ``settings.history`` decides)."""
+    started: list[Balancer] = []
 
     async def start(
-        config: Config | str, *, config_path: str | None = None, manual_clock: bool = False
+        config: Config | str,
+        *,
+        config_path: str | None = None,
+        manual_clock: bool = False,
+        history: bool = False,
     ) -> Balancer:
         if isinstance(config, str):
             config = parse_config(config, "<test>")
         clock = Clock()
         runtime = Runtime(
-            config, config_path, **({"clock": clock} if manual_clock else {}), history=False
+            config, config_path, **({"clock": clock} if manual_clock else {}), history=history
         )
         app = build_app(runtime)
         runner = web.AppRunner(
@@ -217,13 +230,13 @@ async def balancer_factory() -> AsyncIterator[BalancerFactory]:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        started.append((runner, session))
-        return Balancer(f"http://127.0.0.1:{port}", runtime, session, clock)
+        balancer = Balancer(f"http://127.0.0.1:{port}", runtime, session, clock, runner)
+        started.append(balancer)
+        return balancer
 
     yield start
-    for runner, session in reversed(started):
-        await session.close()
-        await runner.cleanup()
+    for balancer in reversed(started):
+        await balancer.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ EXIT_BROKEN_PIPE = 141
 def build_parser() -> argparse.ArgumentParser:
     from ccbalancer import mock
     from ccbalancer.bench import cli as bench
-    from ccbalancer.commands import check, init, serve, stats
+    from ccbalancer.commands import check, init, keys, serve, stats, usage
     from ccbalancer.mock import demo
 
     parser = argparse.ArgumentParser(
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("init", "write a commented starter config", init),
         ("mock", "run the simulated providers alone", mock),
         ("stats", "per-provider summary from the request history", stats),
+        ("usage", "tokens and cost per client, model, provider or session (history)", usage),
+        ("keys", "make a client key: `keys new NAME` prints it and its config lines", keys),
         ("bench", "load generator: direct vs through the balancer", bench),
     )
     for name, summary, module in commands:

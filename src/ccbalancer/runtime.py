@@ -14,13 +14,16 @@ import functools
 import os
 import random
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from ccbalancer.accounting import Accounts
 from ccbalancer.balance import Planner
+from ccbalancer.config.clients import ANONYMOUS
 from ccbalancer.config.load import load_config
 from ccbalancer.config.schema import Config
 from ccbalancer.dialects.anthropic import AnthropicDialect
@@ -41,6 +44,7 @@ from ccbalancer.observe.metrics import Metrics
 from ccbalancer.observe.recent import RecentRequests
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.observe.refusals import Refusals
+from ccbalancer.observe.sessions import RecentSessions
 from ccbalancer.relay.call import Call
 from ccbalancer.relay.relay import Relay
 from ccbalancer.sharing.broadcast import Broadcast
@@ -63,6 +67,7 @@ def secrets_of(config: Config) -> list[str]:
         p.auth_value for p in config.providers if p.auth_value and p.auth_value != "passthrough"
     ]
     found += list(config.settings.auth.keys) + list(config.settings.admin_keys)
+    found += [client.key for client in config.clients if client.key]
     redis_url = config.settings.redis.url
     if "@" in redis_url:  # redis://user:password@host: the credentials part
         found.append(redis_url.split("://", 1)[-1].rsplit("@", 1)[0])
@@ -92,6 +97,7 @@ class Runtime:
         self.redactor.add(*secrets_of(config))
         self.metrics = Metrics()
         self.recent = RecentRequests()
+        self.sessions = RecentSessions()
         self.refusals = Refusals(self.log, clock)
         settings = config.settings
         self.health = HealthRegistry(HealthPolicy.from_settings(settings), clock, self._transition)
@@ -136,6 +142,12 @@ class Runtime:
             if history and settings.history.enabled
             else None
         )
+        # Clients, prices, budgets (issue 18); daily totals go to the history when it is on.
+        self.accounts = Accounts(
+            config,
+            self._remote_warning,
+            persist=self.history.add_usage if self.history is not None else None,
+        )
         self._owner = TaskOwner("runtime")
         self._mtime = self._config_mtime()
         self.started = time.time()
@@ -147,6 +159,9 @@ class Runtime:
     async def start(self) -> None:
         if self.history is not None:
             self.history.start()
+            await self._seed_accounts(self.history.path)
+        if self.accounts.shared is not None:
+            self._owner.spawn(self.accounts.shared.renew_leases(), "redis-leases")
         if self.config_path is not None:
             self._owner.spawn(self._watch(), "config-watch")
         self._owner.spawn(self._sweep(), "cache-sweep")
@@ -161,6 +176,7 @@ class Runtime:
         await self._owner.close()
         await self.counts.close()
         await self.hub.close()
+        await self.accounts.close()
         if self.remote is not None:
             await self.remote.close()
         await self.client.close()
@@ -173,7 +189,7 @@ class Runtime:
         """A new request id: unique, not secret (uuid4 costs a getrandom call per request)."""
         return f"req_ccb_{self._ids.getrandbits(96):024x}"
 
-    async def produce(self, call: Call, broadcast: Broadcast) -> None:
+    async def produce(self, call: Call, broadcast: Broadcast, client: str = ANONYMOUS) -> None:
         self.metrics.stream_opened()
         try:
             await self.relay.produce(call, broadcast)
@@ -182,11 +198,18 @@ class Runtime:
             raise
         finally:
             self.metrics.stream_closed()
+            # the final usage, whoever still reads the answer: budgets count what was used
+            outcome = broadcast.outcome
+            self.accounts.charge(
+                client, call.model, outcome.provider, outcome.usage, outcome.attempts
+            )
 
     def finished(self, record: RequestRecord) -> None:
+        self.accounts.finished(record)
         log_request(self.log, record)
         self.metrics.request_finished(record)
         self.recent.add(record)
+        self.sessions.add(record)
         if self.history is not None:
             self.history.add(record)
 
@@ -208,10 +231,13 @@ class Runtime:
 
         return trace
 
-    def producer(self, call: Call, key: str | None) -> Callable[[Broadcast], Awaitable[None]]:
+    def producer(
+        self, call: Call, key: str | None, client: str = ANONYMOUS
+    ) -> Callable[[Broadcast], Awaitable[None]]:
         """What the hub runs for a new call: the relay, shared with other instances through
-        Redis when that is configured and the request has a sharing key."""
-        local = functools.partial(self.produce, call)
+        Redis when that is configured and the request has a sharing key. Its usage is
+        charged to ``client`` when it made the upstream call itself."""
+        local = functools.partial(self.produce, call, client=client)
         if self.remote is None or key is None:
             return local
         timeouts = call.config.settings.timeouts
@@ -223,6 +249,16 @@ class Runtime:
             first_event_timeout=timeouts.first_event_timeout,
             idle_timeout=timeouts.streaming.read_timeout,
         )
+
+    async def _seed_accounts(self, path: str) -> None:
+        """This month's daily totals from the history: budgets survive a restart."""
+        month_start = time.strftime("%Y-%m-01", time.gmtime())
+        try:
+            rows = await asyncio.to_thread(History.daily, path, month_start)
+        except (OSError, sqlite3.Error) as exc:
+            self.log.error("history", message=f"cannot read daily totals from {path}: {exc}")
+            return
+        self.accounts.seed(rows)
 
     def _remote_warning(self, event: str, detail: str) -> None:
         self.log.warning(event, error=self.redactor.scrub(detail))
@@ -257,6 +293,9 @@ class Runtime:
         )
         self.planner.set_strategy(settings.selection_strategy)
         self.client.reconcile(config.providers)
+        self.accounts.apply(config)
+        for name in {c.name for c in old.clients} - {c.name for c in config.clients}:
+            self.metrics.forget_client(name)
         self.hub.configure(
             settings.cache.ttl,
             settings.cache.max_bytes,

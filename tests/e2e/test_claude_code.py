@@ -28,7 +28,7 @@ import pytest
 
 from ccbalancer.mock import DEMO_PROVIDERS, MockServer, Script
 from ccbalancer.mock.demo import demo_config_text
-from tests.conftest import config_text
+from tests.conftest import config_text, msg
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude_cli, pytest.mark.timeout(300)]
 
@@ -138,7 +138,13 @@ async def _drain(stream: asyncio.StreamReader, sink: list[bytes]) -> None:
 
 
 async def run_claude(
-    binary: str, base_url: str, prompt: str, home: Path, cwd: Path, tools: str = "Bash"
+    binary: str,
+    base_url: str,
+    prompt: str,
+    home: Path,
+    cwd: Path,
+    tools: str = "Bash",
+    api_key: str = "sk-test",
 ) -> CliRun:
     """Runs the CLI to completion (bounded by CLI_TIMEOUT) without blocking the event loop:
     the balancer it talks to lives in this same loop. Stops early on the first api_retry."""
@@ -149,7 +155,7 @@ async def run_claude(
         "HOME": str(home),
         "TERM": "dumb",
         "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": "sk-test",
+        "ANTHROPIC_API_KEY": api_key,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_TELEMETRY": "1",
     }
@@ -313,6 +319,36 @@ async def test_mid_stream_cut_makes_claude_code_resend_the_same_conversation(
     assert cut.body is not None and resent.body is not None
     assert resent.body["messages"] == cut.body["messages"]
     assert b.runtime.health.get("good").failures == 1
+
+
+async def test_a_client_over_its_budget_stops_at_once_and_shows_the_budget_message(
+    claude_bin, mock, balancer_factory, tmp_path
+):
+    """Issue 18: a 429 for a spent budget carries ``retry-after`` until the reset and
+    ``x-should-retry: false``, so Claude Code gives up at once with the balancer's words
+    instead of retrying for minutes (CLAUDE_CODE.md section 6)."""
+    key = "sk-alice-over-budget-000001"
+    clients = f"clients:\n  - {{name: alice, key: {key}, usd_per_day: 0.00001}}\n"
+    b = await balancer_factory(config_text(mock, ["good"]) + clients)
+    spent = await b.post(msg("spend the day's budget"), {"x-api-key": key})
+    assert spent.status == 200
+    await spent.read()
+
+    run = await run_claude(
+        claude_bin, b.url, "Reply with exactly: PONG", tmp_path / "home", tmp_path / "work",
+        api_key=key,
+    )  # fmt: skip
+
+    assert not run.timed_out, run.report()
+    assert not run.retries, f"claude retried a spent budget\n{run.report()}"
+    result = run.result
+    assert result is not None and result.get("is_error") is True, run.report()
+    shown = str(result.get("result"))
+    assert "client 'alice' has used" in shown and "usd_per_day" in shown, run.report()
+    assert "resets at" in shown, run.report()
+    assert len(mock.requests("good")) == 1  # only the request that spent it
+    refused = [r for r in b.runtime.recent.rows() if r["status"] == 429]
+    assert len(refused) == 1, "claude sent the refused request more than once"
 
 
 def _tool_results(body: dict[str, Any] | None) -> list[dict[str, Any]]:

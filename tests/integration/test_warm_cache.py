@@ -70,7 +70,7 @@ async def test_a_warm_session_leaves_only_when_its_provider_has_no_room_and_show
     assert await _served_by(b, "turn 7") == "b"  # and stays where it went
 
     data = await (await b.session.get(b.url + "/dashboard/data")).json()
-    (session,) = [s for s in data["sessions"] if s["session"].startswith("s1")]
+    (session,) = [s for s in data["cache_sessions"] if s["session"].startswith("s1")]
     assert session["provider"] == "b" and session["moves"] == 1 and session["answers"] == 7
     move = session["last_move"]
     assert (move["from"], move["to"]) == ("a", "b")

@@ -340,3 +340,66 @@ def test_stats_command_without_history_says_so(
 def test_stats_command_rejects_a_bad_since(capsys: pytest.CaptureFixture[str]) -> None:
     assert stats.run(parse(["--since", "yesterday", "--db", "x.sqlite3"])) == 2
     assert "invalid duration 'yesterday'" in capsys.readouterr().err
+
+
+# -- teams: the new columns, old files, daily totals ----------------------------------------
+
+_FIRST_SCHEMA = """
+CREATE TABLE requests (
+    ts REAL NOT NULL, request_id TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL,
+    role TEXT NOT NULL, stream INTEGER NOT NULL, status INTEGER NOT NULL, outcome TEXT NOT NULL,
+    ttfb_ms REAL, ttfc_ms REAL, duration_ms REAL NOT NULL, events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+    stop_reason TEXT, attempts TEXT NOT NULL, error TEXT NOT NULL
+);
+INSERT INTO requests VALUES (strftime('%s','now'), 'req-old', 'claude-sonnet-4', 'relay-a',
+    'leader', 1, 200, 'ok', 10, 20, 30, 6, 100, 40, 8, 'end_turn', '[]', '');
+"""
+
+
+def test_a_file_from_before_teams_stays_readable_and_is_brought_up_to_date(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from ccbalancer.commands import usage
+
+    db = str(tmp_path / "old.sqlite3")
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_FIRST_SCHEMA)
+    [old] = History.query(db, DAY)  # read-only readers take it as it is
+    assert "client" not in old
+    assert "by client, 1 request" in usage.format_usage([old], "1d", "client")
+    assert History.daily(db, "2000-01-01") == []
+    h = History(db)
+    h.start()
+    new = record(1)
+    new.client, new.session, new.cost_usd, new.cache_read_tokens = "alice", "s-1", 0.25, 4
+    h.add(new)
+    h.close()
+    rows = {r["request_id"]: r for r in History.query(db, DAY)}
+    assert rows["req-old"]["client"] == "" and rows["req-old"]["cost_usd"] is None
+    assert rows["req-1"]["client"] == "alice" and rows["req-1"]["cost_usd"] == 0.25
+    assert rows["req-1"]["cache_read_tokens"] == 4 and rows["req-1"]["session"] == "s-1"
+
+
+def test_daily_totals_add_up_per_client_and_day_and_outlive_the_retention(db: str) -> None:
+    from ccbalancer.observe.record import DailyUsage
+
+    h = History(db, retention_days=0.0001)
+    h.start()
+    h.add_usage(DailyUsage("alice", "2026-12-06", requests=1))
+    h.add_usage(DailyUsage("alice", "2026-12-07", requests=1))
+    h.add_usage(DailyUsage("alice", "2026-12-07", fresh_tokens=10, output_tokens=5, usd=0.5))
+    h.add_usage(DailyUsage("bob", "2026-12-07", requests=2, usd=0.25))
+    h.flush()
+    h.add_usage(DailyUsage("alice", "2026-12-07", cache_read_tokens=7, usd=0.25))
+    h.close()
+    h = History(db, retention_days=0.0001)  # prunes the requests at start, not the totals
+    h.start()
+    h.close()
+    rows = {(r["client"], r["day"]): r for r in History.daily(db, "2026-12-07")}
+    assert set(rows) == {("alice", "2026-12-07"), ("bob", "2026-12-07")}
+    alice = rows[("alice", "2026-12-07")]
+    assert (alice["requests"], alice["fresh_tokens"], alice["cache_read_tokens"]) == (1, 10, 7)
+    assert (alice["output_tokens"], alice["usd"]) == (5, 0.75)

@@ -143,6 +143,12 @@ def test_log_request_writes_one_json_line_with_every_field(tmp_path: Path) -> No
         input_tokens=1200,
         output_tokens=345,
         stop_reason="end_turn",
+        client="alice",
+        session="3f9c0d1e-0000",
+        cache_read_tokens=1000,
+        cache_write_tokens=150,
+        cache_write_1h_tokens=100,
+        cost_usd=0.0123,
     )
 
     log_request(get_logger("ccbalancer.proxy"), record)
@@ -175,8 +181,14 @@ def test_log_request_writes_one_json_line_with_every_field(tmp_path: Path) -> No
         "events": 42,
         "bytes": 8192,
         "input_tokens": 1200,
+        "cache_read_tokens": 1000,
+        "cache_write_tokens": 150,
+        "cache_write_1h_tokens": 100,
         "output_tokens": 345,
+        "cost_usd": 0.0123,
         "stop_reason": "end_turn",
+        "client": "alice",
+        "session": "3f9c0d1e-0000",
     }  # no "error" key: it is only written when set
 
 

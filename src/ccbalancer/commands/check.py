@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import time
 
+from ccbalancer.accounting.prices import PRICES_TAKEN, PriceBook
 from ccbalancer.balance import rules
 from ccbalancer.commands.loading import config_path, load_or_exit
 from ccbalancer.config.schema import REQUEST_KINDS, Config, ProviderConfig
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {key:<24} -> {targets}")
     if config.route_rules:
         _print_rules(config)
+    _clients(config)
     if args.probe:
         return asyncio.run(_probe(config))
     return 0
@@ -63,6 +65,44 @@ def _print_rules(config: Config) -> None:
             parts.append("the model's route")
         label = kind or "(no kind)"
         print(f"  {label:<16} -> {'; else '.join(parts)}")
+
+
+_LIMITS = (
+    "requests_per_minute", "max_concurrency", "tokens_per_day", "usd_per_day", "usd_per_month",
+)  # fmt: skip
+
+
+def _clients(config: Config) -> None:
+    """The clients (by name: never a key) and every routed model without a price."""
+    if config.clients:
+        print("\nclients (inbound auth is on; settings.auth.api_key keys are 'anonymous'):")
+        for client in config.clients:
+            key = "key_sha256" if client.key_sha256 else "key"
+            models = ", ".join(client.models) if client.models is not None else "every model"
+            limits = ", ".join(
+                f"{name} {value:g}"
+                for name in _LIMITS
+                if (value := getattr(client, name)) is not None
+            )
+            print(f"  {client.name:<20} {key:<10} models: {models}; limits: {limits or 'none'}")
+    book = PriceBook(config)
+    missing = []
+    for key, entries in config.model_routes.items():
+        for entry in entries:
+            provider = config.providers_by_name.get(entry.provider)
+            glob = "*" in key or "?" in key
+            if provider is None or not provider.enabled or (entry.model == "passthrough" and glob):
+                continue  # a glob passed through: the model is whatever clients ask for
+            model = key if entry.model == "passthrough" else entry.model
+            if book.price(entry.provider, model) is None:
+                missing.append(f"{model} at {entry.provider} (route {key})")
+    for where in dict.fromkeys(missing):
+        print(
+            f"warning: no price for {where}: its answers cost $0 in the usage figures, and "
+            "clients with a money limit are refused it; add it under prices:"
+        )
+    if missing or config.clients:
+        print(f"(built-in prices: Anthropic's, taken {PRICES_TAKEN})")
 
 
 def _accepts(provider: ProviderConfig) -> str:

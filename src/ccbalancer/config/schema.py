@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import re
 import typing
 from functools import cached_property
@@ -16,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ccbalancer.config.clients import ClientConfig, PriceConfig
 from ccbalancer.dialects.base import BodyOptions, HeaderOptions
 from ccbalancer.dialects.betas import BetaFilter
 from ccbalancer.dialects.capabilities import DEFAULT_CAPABILITIES, Capabilities
@@ -77,6 +79,7 @@ class ProviderConfig(_Frozen):
     cache_control: bool = False  # openai only
     # how this provider finishes another's cut answer (docs/recovery.md); None: by type
     continuation: Literal["auto", "prefill", "resume", "none"] | None = None
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # model glob -> this one's price
 
     @field_validator("base_url")
     @classmethod
@@ -152,6 +155,10 @@ class ProviderConfig(_Frozen):
     @cached_property
     def header_options(self) -> HeaderOptions:
         return HeaderOptions(betas=self.beta_filter)
+
+
+def _sha256(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _other(kind: str) -> str:
@@ -329,6 +336,8 @@ class Config(_Frozen):
     model_routes: dict[str, tuple[RouteEntry, ...]] = Field(default_factory=dict)
     route_rules: tuple[RouteRule, ...] = ()
     settings: Settings = Settings()
+    clients: tuple[ClientConfig, ...] = ()  # named client keys and their limits (issue 18)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # model glob -> price
     source: str = Field(default="<memory>", exclude=True)
 
     @field_validator("model_routes")
@@ -359,7 +368,30 @@ class Config(_Frozen):
                 known = ", ".join(repr(key) for key in self.model_routes) or "none"
                 reason = f"unknown route {rule.use!r}: use names a key of model_routes ({known})"
                 problems.append((("route_rules", i, "use"), reason))
+        problems += self._client_problems()
         return problems
+
+    def _client_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """Two clients with one name, or one key (the digest tells: a key may be given as
+        itself or as its SHA-256), cannot be told apart."""
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        names: set[str] = set()
+        digests = {_sha256(key): "settings.auth.api_key" for key in self.settings.auth.keys}
+        for i, client in enumerate(self.clients):
+            if client.name in names:
+                problems.append((("clients", i, "name"), f"duplicate name {client.name!r}"))
+            names.add(client.name)
+            digest = client.key_sha256 or _sha256(client.key)
+            field = "key_sha256" if client.key_sha256 else "key"
+            if digest in digests:
+                problems.append((("clients", i, field), f"the same key as {digests[digest]}"))
+            digests.setdefault(digest, f"client {client.name!r}")
+        return problems
+
+    @property
+    def inbound_auth(self) -> bool:
+        """Clients need a key: configuring ``clients`` turns inbound auth on."""
+        return self.settings.auth.enabled or bool(self.clients)
 
     @cached_property
     def providers_by_name(self) -> dict[str, ProviderConfig]:

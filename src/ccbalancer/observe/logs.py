@@ -252,9 +252,14 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-_SUMMARY = ("request_id", "model", "stream", "role", "status", "outcome", "provider")
+_SUMMARY = (
+    "request_id", "client", "session", "model", "stream", "role", "status", "outcome", "provider",
+)  # fmt: skip
 _TRIED = ("provider", "outcome", "reason", "detail", "status")
-_COUNTS = ("events", "bytes", "input_tokens", "output_tokens", "stop_reason")
+_COUNTS = (
+    "events", "bytes", "input_tokens", "cache_read_tokens", "cache_write_tokens",
+    "cache_write_1h_tokens", "output_tokens", "cost_usd", "stop_reason",
+)  # fmt: skip
 
 
 def log_request(logger: BoundLogger, record: RequestRecord) -> None:

@@ -40,6 +40,12 @@ ROLES = frozenset({"leader", "follower", "cache", "none"})
 PROVIDER_STATES = ("healthy", "cooling_down", "half_open")
 AUTH_KEYS = frozenset({"missing", "wrong"})
 NO_PROVIDER = "none"  # label for requests no provider served (every candidate failed)
+ANONYMOUS = "anonymous"  # the client label without named clients
+TOKEN_KINDS = ("fresh", "cache_read", "cache_write", "output")
+CLIENT_LIMITS = frozenset({
+    "models", "price", "requests_per_minute", "max_concurrency", "tokens_per_day",
+    "usd_per_day", "usd_per_month",
+})  # fmt: skip
 
 # 50 µs .. 1 s: a healthy forward is well under a millisecond (DESIGN.md section 10), the
 # upper buckets show event-loop stalls and slow clients.
@@ -133,6 +139,29 @@ class Metrics:
             ["provider", "direction"],
             registry=r,
         )
+        # Per client: client names come from the config (plus ``anonymous``), so the label
+        # set stays bounded; a reload that removes a client drops its series.
+        self._client_tokens = Counter(
+            "ccbalancer_client_tokens_total",
+            "Tokens of answers by client, serving provider and kind "
+            "(fresh input, cache_read, cache_write, output).",
+            ["client", "provider", "kind"],
+            registry=r,
+        )
+        self._client_cost = Counter(
+            "ccbalancer_client_cost_usd_total",
+            "US dollars of answers by client and serving provider (models with a known price).",
+            ["client", "provider"],
+            registry=r,
+        )
+        self._client_refusals = Counter(
+            "ccbalancer_client_refusals_total",
+            "Requests refused before any upstream call, by client and the limit (or models / "
+            "price rule) that refused them.",
+            ["client", "limit"],
+            registry=r,
+        )
+        self._client_series: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._shared = Counter(
             "ccbalancer_shared_total",
             "Requests by sharing role (follower and cache are served without an upstream call).",
@@ -206,6 +235,7 @@ class Metrics:
             # Zero increments still create the series, so a provider shows up at 0, not absent.
             child(self._tokens, provider, "input").inc(record.input_tokens)
             child(self._tokens, provider, "output").inc(record.output_tokens)
+            self._client_usage(record, provider)
         for attempt in record.attempts:
             if attempt.hedged:
                 verdict = {"ok": "won", "cancelled": "lost"}.get(attempt.outcome, "failed")
@@ -220,6 +250,30 @@ class Metrics:
             elif attempt.outcome == "failover":
                 reason = _bounded(attempt.reason, REASONS)
                 child(self._failovers, attempt.provider, reason).inc()
+
+    def _client_usage(self, record: RequestRecord, provider: str) -> None:
+        key = (record.client or ANONYMOUS, provider)
+        series = self._client_series.get(key)
+        if series is None:  # labels() costs a lock and a lookup: once per client and provider
+            kinds = [self._client_tokens.labels(*key, kind) for kind in TOKEN_KINDS]
+            series = self._client_series[key] = (*kinds, self._client_cost.labels(*key))
+        fresh, read, write, output, usd = series
+        cached = record.cache_read_tokens + record.cache_write_tokens
+        fresh.inc(max(0, record.input_tokens - cached))
+        read.inc(record.cache_read_tokens)
+        write.inc(record.cache_write_tokens)
+        output.inc(record.output_tokens)
+        if record.cost_usd is not None:
+            usd.inc(record.cost_usd)
+
+    def client_refused(self, client: str, limit: str) -> None:
+        self._client_refusals.labels(client, _bounded(limit, CLIENT_LIMITS)).inc()
+
+    def forget_client(self, client: str) -> None:
+        for metric in (self._client_tokens, self._client_cost, self._client_refusals):
+            metric.remove_by_labels({"client": client})
+        for key in [k for k in self._client_series if k[0] == client]:
+            del self._client_series[key]
 
     def auth_failed(self, key: str) -> None:
         """A request refused for its key: ``missing`` or ``wrong``."""
@@ -268,8 +322,12 @@ class Metrics:
             self._ttfb,
             self._ttfc,
             self._state,
+            self._client_tokens,
+            self._client_cost,
         ):
             metric.remove_by_labels({"provider": provider})
+        for key in [k for k in self._client_series if k[1] == provider]:
+            del self._client_series[key]
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

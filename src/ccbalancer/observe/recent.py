@@ -57,6 +57,11 @@ class RecentRequests:
                     "error": r.error,
                     "kind": r.kind,
                     "rule": r.rule,
+                    "client": r.client,
+                    "session": r.session,
+                    "cache_read_tokens": r.cache_read_tokens,
+                    "cache_write_tokens": r.cache_write_tokens,
+                    "cost_usd": r.cost_usd,
                 }
             )
         return out

@@ -41,9 +41,30 @@ class RequestRecord:
     duration: float = 0.0
     events: int = 0
     bytes: int = 0
-    input_tokens: int = 0
+    input_tokens: int = 0  # every prompt token: fresh, read from and written to the cache
     output_tokens: int = 0
     stop_reason: str | None = None
     error: str = ""  # what the client was told, in a few words
     kind: str = ""  # the request's kinds, comma-separated ("" for none): balance.kinds
     rule: str = ""  # the route rule that chose the route ("route_rules[0]"; "" = the model's)
+    client: str = ""  # the configured client's name (``anonymous`` without one); never a key
+    session: str = ""  # Claude Code's session id, else the client's name (or key's digest)
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0  # 5-minute and 1-hour writes
+    cache_write_1h_tokens: int = 0
+    cost_usd: float | None = None  # None: no upstream call of its own, or no known price
+
+
+@dataclass(slots=True)
+class DailyUsage:
+    """What one client added to one UTC day (a request, or an answer's usage), kept by the
+    history in a table of its own so that budgets survive a restart."""
+
+    client: str
+    day: str  # 2026-12-07
+    requests: int = 0
+    fresh_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0

@@ -1,9 +1,12 @@
 """Inbound authentication and the envelope for everything that goes wrong at the door.
 
-Keys are compared in constant time (``hmac.compare_digest``); a refused key is reported to the
-runtime (counted, logged at a bounded rate, never the key itself). Admin endpoints need the admin
-key whenever auth is on, and are refused to non-loopback callers when auth is off. Unknown
-paths and unexpected exceptions still answer in the Anthropic envelope, never a stack trace.
+Keys are compared in constant time (``hmac.compare_digest``; client keys as SHA-256 digests,
+``accounting.clients``); a refused key is reported to the runtime (counted, logged at a bounded
+rate, never the key itself). Inbound auth is on with ``settings.auth.enabled`` or with
+``clients:`` configured; the client a key belongs to is kept on the request (``CLIENT``) for
+the handler's admission. Admin endpoints need the admin key whenever auth is on and one is
+configured, and are refused to non-loopback callers otherwise. Unknown paths and unexpected
+exceptions still answer in the Anthropic envelope, never a stack trace.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ccbalancer.accounting import Client
 from ccbalancer.proxy import respond
 from ccbalancer.runtime import RUNTIME, Runtime
 
@@ -23,6 +27,7 @@ ADMIN_PATHS = ("/providers/reload", "/admin/")
 # Claude Code probes HEAD / without credentials; the dashboard page holds no data (its data
 # endpoint is protected) and asks the user for the key.
 ALWAYS_OPEN = ("/", "/dashboard")
+CLIENT = web.RequestKey("client", Client)  # who presented the request's key (auth on only)
 
 
 def _presented(request: web.Request) -> str:
@@ -51,25 +56,28 @@ def _loopback(request: web.Request) -> bool:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     runtime: Runtime = request.app[RUNTIME]
     auth = runtime.config.settings.auth
+    clients = runtime.accounts.book
     path = request.path
     admin = path.startswith(ADMIN_PATHS)
     if admin:
-        if auth.enabled:
-            if not _matches(_presented(request), runtime.config.settings.admin_keys):
+        admin_keys = runtime.config.settings.admin_keys
+        if clients.enabled and admin_keys:
+            if not _matches(_presented(request), admin_keys):
                 runtime.rejected_key(_presented(request), path, request.remote, admin=True)
                 return respond.error_response(401, "authentication_error", "admin key required")
         elif not _loopback(request):
             return respond.error_response(
-                403, "permission_error", "admin endpoints are loopback-only while auth is off"
+                403,
+                "permission_error",
+                "admin endpoints are loopback-only while auth is off (or no admin key is set)",
             )
-    elif (
-        auth.enabled
-        and path not in ALWAYS_OPEN
-        and path not in auth.exempt_paths
-        and not _matches(_presented(request), auth.keys)
-    ):
-        runtime.rejected_key(_presented(request), path, request.remote, admin=False)
-        return respond.error_response(401, "authentication_error", "invalid x-api-key")
+    elif clients.enabled and path not in ALWAYS_OPEN and path not in auth.exempt_paths:
+        presented = _presented(request)
+        client = clients.identify(presented)
+        if client is None:
+            runtime.rejected_key(presented, path, request.remote, admin=False)
+            return respond.error_response(401, "authentication_error", "invalid x-api-key")
+        request[CLIENT] = client
     try:
         return await handler(request)
     except web.HTTPException as exc:

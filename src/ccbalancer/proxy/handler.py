@@ -17,7 +17,7 @@ from aiohttp import web
 from ccbalancer.dialects.session import session_key
 from ccbalancer.errors import ClientError
 from ccbalancer.observe.record import RequestRecord
-from ccbalancer.proxy import respond, writer
+from ccbalancer.proxy import clients, respond, writer
 from ccbalancer.relay.call import Call
 from ccbalancer.runtime import RUNTIME, Runtime
 from ccbalancer.sharing.broadcast import Broadcast, Lagged
@@ -108,6 +108,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             request, settings.max_body_bytes, settings.client_read_timeout
         )
         model, stream, forced = admit(body)
+        ticket = await clients.gate(request, runtime, record, model, body, forced)
     except ClientError as error:
         record.status, record.outcome, record.error = error.status, "client_error", error.message
         record.duration = time.perf_counter() - t0
@@ -140,14 +141,19 @@ async def messages(request: web.Request) -> web.StreamResponse:
             model=model,
             query=request.query_string,
             headers=headers,
-            credential=passthrough_credential(headers, settings.auth.keys + settings.admin_keys),
+            credential=passthrough_credential(
+                headers, settings.auth.keys + settings.admin_keys + ticket.own_keys
+            ),
             session=session,
             forced=forced,
             request_id=request_id,
             raw=raw,
         )
         broadcast = hub.lead(
-            key, dedup.max_stream_bytes, runtime.producer(call, key), f"upstream:{request_id}"
+            key,
+            dedup.max_stream_bytes,
+            runtime.producer(call, key, ticket.client),
+            f"upstream:{request_id}",
         )
         role = "leader" if dedup.enabled else "none"
     # The body and headers live on in the call only until an attempt commits; this frame lasts
@@ -240,7 +246,11 @@ def _fill(record: RequestRecord, broadcast: Broadcast, t0: float) -> None:
         record.outcome = "recovered"
     elif outcome.not_recovered and record.outcome == "mid_stream_error":
         record.error += f" (not recovered: {outcome.not_recovered})"
-    record.input_tokens = outcome.usage.total_input
-    record.output_tokens = outcome.usage.output_tokens
+    usage = outcome.usage
+    record.input_tokens = usage.total_input
+    record.output_tokens = usage.output_tokens
+    record.cache_read_tokens = usage.cache_read_input_tokens
+    record.cache_write_tokens = max(usage.cache_creation_input_tokens, usage.cache_creation_1h)
+    record.cache_write_1h_tokens = usage.cache_creation_1h
     record.stop_reason = outcome.stop_reason
     record.kind, record.rule = outcome.kind, outcome.rule

@@ -17,7 +17,7 @@ from aiohttp import web
 from ccbalancer.config.schema import Config
 from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.errors import ClientError, ConfigError, UpstreamError
-from ccbalancer.proxy import respond
+from ccbalancer.proxy import clients, respond
 from ccbalancer.proxy.handler import client_credential, passthrough_credential, read_json_body
 from ccbalancer.relay.failures import Redaction
 from ccbalancer.runtime import RUNTIME, Runtime
@@ -176,7 +176,9 @@ async def dashboard_data(request: web.Request) -> web.Response:
             "recent": recent.rows(),
             "series": {"ttft": recent.ttft_series(), "throughput": recent.throughput_series()},
             # per Claude Code session: prompt-cache hit rate where it is, and around its moves
-            "sessions": runtime.planner.warmth.rows(),
+            "cache_sessions": runtime.planner.warmth.rows(),
+            "usage": await runtime.accounts.view(),
+            "sessions": runtime.sessions.rows(),
         }
     )
 
@@ -200,8 +202,9 @@ async def count_tokens(request: web.Request) -> web.Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     query = request.query_string
     key = coalescing_key(client_credential(headers), body, headers, False, query)
+    own = config.settings.auth.keys + config.settings.admin_keys + clients.own_keys(request)
     answer = await runtime.counts.get(
-        key, functools.partial(_count, runtime, config, model, body, headers, query)
+        key, functools.partial(_count, runtime, config, model, body, headers, query, own)
     )
     return web.Response(
         status=answer.status, body=answer.body, content_type="application/json",
@@ -216,6 +219,7 @@ async def _count(
     body: dict[str, Any],
     headers: dict[str, str],
     query: str,
+    own: tuple[str, ...],
 ) -> Answer:
     """The upstream count, or the local estimate. Failures here never count against a
     provider's health: count_tokens is advisory, and a provider that cannot count (or
@@ -232,7 +236,6 @@ async def _count(
         upstream = dict(body)
         upstream.pop("provider", None)
         upstream["model"] = model if entry.model == "passthrough" else entry.model
-        own = config.settings.auth.keys + config.settings.admin_keys
         credential = (
             passthrough_credential(headers, own)
             if provider.passthrough_auth
