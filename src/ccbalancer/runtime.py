@@ -103,8 +103,16 @@ class Runtime:
         # Sharing across instances; the URL is read once (a reload that changes it is logged
         # and takes effect at the next start).
         self._from_elsewhere = False  # applying another instance's breaker: do not echo it
+        redis = settings.redis
         self.remote: RemoteShare | None = (
-            RemoteShare(settings.redis.url, self._remote_warning) if settings.redis.url else None
+            RemoteShare(
+                redis.url,
+                self._remote_warning,
+                max_connections=redis.max_connections,
+                pool_timeout=redis.pool_timeout,
+            )
+            if redis.url
+            else None
         )
         self.dialects: dict[str, Dialect] = {
             "anthropic": AnthropicDialect(),
@@ -202,8 +210,10 @@ class Runtime:
             idle_timeout=timeouts.streaming.read_timeout,
         )
 
-    def _remote_warning(self, event: str, detail: str) -> None:
-        self.log.warning(event, error=self.redactor.scrub(detail))
+    def _remote_warning(self, event: str, exc: BaseException) -> None:
+        self.log.warning(event, error=self.redactor.scrub(str(exc)))
+        if debug_enabled(self.log):  # the foreign exception, chained, for whoever debugs
+            self.log.debug(event, exc_info=exc)
 
     def _failover(self, provider: str, reason: str) -> None:
         pass  # counted from the request record (failovers_total); hook kept for tracing

@@ -130,6 +130,10 @@ class Auth(_Frozen):
 
 class Redis(_Frozen):
     url: str = ""
+    # Each shared request in flight holds one connection at a time (a follower's blocking read,
+    # a leader's mirror batch); a few more serve the breaker channel.
+    max_connections: int = Field(default=1024, ge=1)
+    pool_timeout: float = Field(default=1.0, gt=0)  # wait this long for a free connection
 
 
 class History(_Frozen):
