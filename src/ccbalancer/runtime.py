@@ -175,6 +175,7 @@ class Runtime:
             self.metrics.stream_closed()
 
     def finished(self, record: RequestRecord) -> None:
+        record.bound()  # client-chosen text is capped before it is logged or stored
         log_request(self.log, record)
         self.metrics.request_finished(record)
         self.recent.add(record)
