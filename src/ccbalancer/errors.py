@@ -64,10 +64,17 @@ class ConfigError(BalancerError):
 class ClientError(BalancerError):
     """The inbound request is unacceptable; answered directly with ``status``."""
 
-    def __init__(self, status: int, message: str, error_type: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.message = message
         self.error_type = error_type or error_type_for_status(status)
+        self.headers = headers or {}  # e.g. retry-after on a 429
         super().__init__(message)
 
 

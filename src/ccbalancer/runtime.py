@@ -19,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ccbalancer.balance import Planner
+from ccbalancer.budget import BodyBudget
 from ccbalancer.config.load import load_config
 from ccbalancer.config.schema import Config
 from ccbalancer.dialects.anthropic import AnthropicDialect
@@ -85,6 +86,7 @@ class Runtime:
         self.redactor.add(*secrets_of(config))
         self.metrics = Metrics()
         self.recent = RecentRequests()
+        self.bodies = BodyBudget()  # request bodies in flight, all requests together
         settings = config.settings
         self.health = HealthRegistry(HealthPolicy.from_settings(settings), clock, self._transition)
         for provider in config.providers:

@@ -170,6 +170,11 @@ class Settings(_Frozen):
     drain_timeout: float = Field(default=30, ge=0)
     client_write_timeout: float = Field(default=60, gt=0)  # a client stalled this long is dropped
     client_read_timeout: float = Field(default=30, gt=0)  # a request body stalled this long: 400
+    client_body_timeout: float = Field(default=300, gt=0)  # a whole body must arrive within this
+    client_header_timeout: float = Field(default=30, gt=0)  # request line + headers within this
+    client_idle_timeout: float = Field(default=75, gt=0)  # an idle keep-alive connection closes
+    # bytes all request bodies in flight may cost together, parsed (None: 4 x max_body_bytes)
+    max_body_memory: int | None = Field(default=None, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -185,6 +190,10 @@ class Settings(_Frozen):
             except re.error as exc:
                 raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
         return value
+
+    @property
+    def body_memory_limit(self) -> int:
+        return self.max_body_memory or 4 * self.max_body_bytes
 
     @property
     def admin_keys(self) -> tuple[str, ...]:
@@ -219,6 +228,11 @@ class Config(_Frozen):
                         )
                     )
         return problems
+
+    @cached_property
+    def passthrough(self) -> bool:
+        """Some provider receives the client's own credential (``auth_value: passthrough``)."""
+        return any(p.passthrough_auth for p in self.providers)
 
     @cached_property
     def providers_by_name(self) -> dict[str, ProviderConfig]:

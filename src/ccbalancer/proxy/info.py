@@ -13,12 +13,15 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
+from ccbalancer.budget import Lease
 from ccbalancer.config.schema import Config
 from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.errors import ClientError, ConfigError, UpstreamError
 from ccbalancer.proxy import respond
-from ccbalancer.proxy.handler import passthrough_credential, read_json_body
+from ccbalancer.proxy.body import check_headers, read_json_body
+from ccbalancer.proxy.handler import MAX_MODEL_CHARS, passthrough_credential
 from ccbalancer.runtime import RUNTIME, Runtime
+from ccbalancer.sharing.key import require_serializable
 
 # Well-known Claude model ids offered for glob routes in /v1/models (exact keys are listed as
 # written); a glob itself is not a model id a client could pick.
@@ -167,14 +170,24 @@ async def count_tokens(request: web.Request) -> web.Response:
     """Forwarded to the first available Anthropic provider of the route; else estimated."""
     runtime: Runtime = request.app[RUNTIME]
     config = runtime.config
+    lease = runtime.bodies.lease()
     try:
-        settings = config.settings
-        body = await read_json_body(request, settings.max_body_bytes, settings.client_read_timeout)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ClientError(400, "model: field required (a non-empty string)")
+        return await _count_tokens(request, runtime, config, lease)
     except ClientError as error:
         return respond.client_error_response(error)
+    finally:
+        lease.release()
+
+
+async def _count_tokens(
+    request: web.Request, runtime: Runtime, config: Config, lease: Lease
+) -> web.Response:
+    check_headers(request)
+    body = await read_json_body(request, config.settings, lease)
+    model = body.get("model")
+    if not isinstance(model, str) or not model or len(model) > MAX_MODEL_CHARS:
+        raise ClientError(400, "model: field required (a non-empty string, at most 256 chars)")
+    require_serializable(body)  # nested too deeply to forward (or to estimate): 400
     headers = {k.lower(): v for k, v in request.headers.items()}
     route = config.route_for(model)
     now = runtime.clock()

@@ -5,6 +5,7 @@ A job keeps the config snapshot it started with, so a reload never changes a cal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +38,13 @@ class Job:
     forced: str | None
     request_id: str
     outcome: Outcome = field(default_factory=Outcome)
+    # gives the body's share of the in-flight body budget back (ccbalancer.budget); idempotent
+    on_release: Callable[[], None] = lambda: None
 
     def release(self) -> None:
         """Drop the request body and headers once an attempt has committed (no later attempt
-        needs them): a long stream should not hold a request of hundreds of KB all along."""
+        needs them) or the call has ended: a long stream should not hold a request of
+        hundreds of KB all along, nor count it against the body budget."""
         self.body = {}
         self.headers = {}
+        self.on_release()
