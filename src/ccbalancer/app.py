@@ -1,12 +1,15 @@
-"""Builds the aiohttp application; start-up and clean-up own the Runtime."""
+"""Builds the aiohttp application and the site it listens on; start-up and clean-up own the
+Runtime."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from ccbalancer.proxy import auth, handler, info
+from ccbalancer.proxy.connection import Site
 from ccbalancer.runtime import RUNTIME, Runtime
 
 
@@ -34,3 +37,11 @@ def build_app(runtime: Runtime) -> web.Application:
 
     app.cleanup_ctx.append(lifespan)
     return app
+
+
+def build_site(
+    runner: web.AppRunner, runtime: Runtime, host: str, port: int, **kwargs: Any
+) -> web.TCPSite:
+    """The listening site: its connections time out idle and slow request heads and answer
+    malformed HTTP in the Anthropic envelope (``proxy.connection``)."""
+    return Site(runner, runtime, host, port, **kwargs)
