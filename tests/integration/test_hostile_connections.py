@@ -193,3 +193,16 @@ async def test_envelope_helper_sees_a_normal_refusal(mock, balancer_factory):
     b = await balancer_factory(config_text(mock, ["a"]))
     answer = await raw_http(b.url, HEAD + b"content-length: 2\r\n\r\n[]")
     assert answer.status == 400 and envelope_of(answer)["type"] == "invalid_request_error"
+
+
+def test_the_aiohttp_internals_proxy_connection_relies_on_are_there() -> None:
+    """proxy/connection.py reads RequestHandler's private state: an aiohttp upgrade must
+    re-check it (then move this pin)."""
+    import aiohttp
+    from aiohttp.web_protocol import RequestHandler
+
+    assert aiohttp.__version__.split(".")[:2] == ["3", "14"], aiohttp.__version__
+    slots = set(RequestHandler.__slots__)
+    assert {"_request_count", "_messages", "_request_in_progress"} <= slots
+    for hook in ("data_received", "connection_made", "connection_lost", "handle_error"):
+        assert callable(getattr(RequestHandler, hook))

@@ -1,27 +1,34 @@
 """One inbound connection, before and around the application: what aiohttp leaves open.
 
-aiohttp's ``RequestHandler`` (public, ``aiohttp.web_protocol``) is extended at three documented
-hooks, and the ``Site`` that listens builds it (aiohttp's ``TCPSite`` passes its own class):
+``Connection`` extends aiohttp's ``RequestHandler`` and ``Site`` listens with it:
 
-* **Header timeout** (``client_header_timeout``): a request line and headers must be complete
-  within it, from the connection's start or from the first byte of the next request on a
-  kept-alive connection; else 408 in the Anthropic envelope, and the connection closes. aiohttp
-  itself has none, so headers sent a byte a second held a connection forever.
-* **Idle timeout** (``client_idle_timeout``): aiohttp's keep-alive timeout (its default is an
+* **Header timeout** (``client_header_timeout``): the request line and headers must arrive
+  within it, from the connection's start or from the next request's first byte; else 408 in
+  the envelope, and the connection closes. aiohttp has none: a byte a second held it forever.
+* **Idle timeout** (``client_idle_timeout``): aiohttp's keep-alive timeout (by default an
   hour), read from the config snapshot when the connection opens.
-* **Malformed HTTP** (a bare LF, a smuggling attempt, a bad header byte, an undecodable
-  ``content-encoding``): aiohttp answers in plain text, quoting the raw request bytes, and logs
-  a traceback that quotes them again (a passthrough token among them). Here the answer is the
-  Anthropic envelope with a fixed reason, and the log gets one INFO line naming the reason.
-  A body that fails to decode after the application answered is logged at DEBUG only.
+* **Malformed HTTP** (a bare LF, a smuggling attempt, a bad header byte, an unknown
+  ``content-encoding``): aiohttp answered in plain text quoting the raw request and logged a
+  traceback quoting it again (a passthrough token among them). Here: the envelope with a fixed
+  reason, one INFO line. A refused body that later fails to decode is logged at DEBUG only.
+* **Memory after a parser error**: aiohttp feeds a failed parser every later read, and each
+  fails again with an error quoting the read, held in a reference cycle (error, traceback,
+  frame) that only the cyclic collector frees, which ``cli`` tunes to run rarely: a malformed
+  head followed by 4 MB cost 15 MB. Such a connection is not parsed further, and
+  ``forget_frames`` clears an error's frames at once.
+* **Expect** (``expect_continue``, every route's expect handler, run before any middleware):
+  ``100-continue`` is answered here and never forwarded; anything else is 417 in the envelope
+  (aiohttp's default answered in plain text, and with a 500 for a non-UTF-8 value).
 
-The hooks are tied to aiohttp 3.14's ``RequestHandler``; tests/integration/test_hostile.py
-exercises each of them through real sockets, so an aiohttp upgrade that moves them fails there.
+These rely on ``RequestHandler`` internals of aiohttp 3.14 (``_request_count``, ``_messages``,
+``_request_in_progress``); a test pins the version, and the socket tests in
+tests/integration/test_hostile_*.py exercise every hook.
 """
 
 from __future__ import annotations
 
 import asyncio
+import traceback
 from typing import Any
 
 from aiohttp import web
@@ -64,8 +71,30 @@ def _reason(exc: BaseException | None) -> str:
     return "malformed HTTP request"
 
 
+async def expect_continue(request: web.Request) -> None:
+    """aiohttp's default expect handler, refusing in the envelope."""
+    if request.version != (1, 1):
+        return
+    if request.headers.get("expect", "").lower() != "100-continue":
+        text = envelope("invalid_request_error", "only 'expect: 100-continue' is supported")
+        raise web.HTTPExpectationFailed(text=text.decode(), content_type="application/json")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not the response's start
+
+
+def forget_frames(exc: BaseException | None) -> None:
+    """Release what the frames of ``exc``'s traceback (and its causes') hold."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__)
+            exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
 class Connection(RequestHandler):
-    __slots__ = ("_head_timer", "_header_timeout", "_log")
+    __slots__ = ("_head_timer", "_header_timeout", "_log", "_refused")
 
     def __init__(
         self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, runtime: Runtime
@@ -80,6 +109,7 @@ class Connection(RequestHandler):
         self._header_timeout = settings.client_header_timeout
         self._log: BoundLogger = runtime.log
         self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -90,10 +120,20 @@ class Connection(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            # The parser failed on this connection, which closes once that is answered. Fed
+            # more, it fails again on every read, each error quoting the bytes read (4 MB of
+            # body made 15 MB of error messages): the rest is not parsed.
+            return
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:
-            self._disarm()  # a complete request head arrived
+            self._disarm()  # a complete request head arrived (or the parser gave up)
+            for message, _ in list(self._messages)[parsed - self._request_count :]:
+                error = getattr(message, "exc", None)
+                if error is not None:
+                    self._refused = True
+                    forget_frames(error)
         elif self._head_timer is None and not self._request_in_progress and not self._messages:
             self._arm()  # the first bytes of the next request on a kept-alive connection
 
@@ -155,6 +195,7 @@ class Connection(RequestHandler):
             # the rest of a body the application already refused, failing to decode: the
             # client got its answer; nothing here is the balancer's fault
             self._log.debug("client_payload_error", peer=self.peername_text)
+            forget_frames(exc)
             return
         super().log_exception(*args, **kw)
 

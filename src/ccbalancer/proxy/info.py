@@ -37,6 +37,20 @@ def _json(value: object, status: int = 200, headers: dict[str, str] | None = Non
     )
 
 
+async def unknown(request: web.Request) -> web.Response:
+    """Every path and method no other route takes (``proxy.auth`` words the 404 and 405)."""
+    allowed = {
+        route.method
+        for route in request.app.router.routes()
+        if route.method != "*"
+        and route.resource is not None
+        and route.resource.canonical == request.path
+    }
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
 async def root(request: web.Request) -> web.Response:
     return _json({"name": "ccbalancer", "status": "ok"})
 

@@ -27,6 +27,7 @@ _SORT = orjson.OPT_SORT_KEYS
 _PIECE = 256 * 1024  # target bytes serialized at once
 _DESCEND = 5  # containers this shallow are walked (body, messages, message, content, block)
 _WIDE = 64  # a dict with more keys than this is serialized whole (a walk would cost more)
+_TEXT = 64 * 1024  # characters of a long string escaped at once
 
 Sink = Callable[[bytes | memoryview], object]
 
@@ -82,7 +83,22 @@ def _feed(out: Sink, value: Any, depth: int) -> int:
         return size
     if depth < _DESCEND and isinstance(value, list) and value:
         return _feed_list(out, value, depth)
+    if isinstance(value, str) and len(value) > _TEXT:
+        return _feed_text(out, value)
     return _dump(out, value, depth)
+
+
+def _feed_text(out: Sink, text: str) -> int:
+    """A long string, escaped piece by piece: escaping is per character, so the pieces join to
+    what one ``dumps`` would write (which, for non-ASCII text, touches twice its output)."""
+    out(b'"')
+    size = 2
+    for start in range(0, len(text), _TEXT):
+        data = orjson.dumps(text[start : start + _TEXT])
+        out(memoryview(data)[1:-1])
+        size += len(data) - 2
+    out(b'"')
+    return size
 
 
 def _feed_list(out: Sink, items: list[Any], depth: int) -> int:
