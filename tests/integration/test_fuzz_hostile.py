@@ -5,7 +5,8 @@ to a balancer running as its own process with healthy simulated providers behind
 Whatever arrives: never a 5xx; every 4xx in the Anthropic envelope (the balancer answers its
 HTTP parser's rejections in it too); never a traceback in its log; and its RSS stays below its
 idle value plus 4 x ``max_body_bytes``, the default body budget (one process of its own, so
-the figure is the balancer's alone). Bounded: a fixed number of examples, ~20 s.
+the figure is the balancer's alone; "idle" is after a warm-up with every kind of body).
+Bounded: 300 examples, ~10 s.
 """
 
 from __future__ import annotations
@@ -103,10 +104,17 @@ async def balancer(tmp_path: Path) -> AsyncIterator[Balancer]:
     try:
         await _wait_listening(port, proc)
         state = Balancer(port, psutil.Process(proc.pid), log)
-        # warm up as ordinary use would: full-size bodies, three at once, so that the idle
-        # value includes what serving them leaves allocated (buffers, arenas, connections)
-        for size in (1_000, MAX_BODY // 2, MAX_BODY - 4096):
-            body = orjson.dumps(_messages("w" * size))
+        # Warm up with each kind of body the examples send, three at once, so that the idle
+        # value includes what serving them leaves allocated for good (buffers, the small-object
+        # arenas, connections): what must stay bounded is growth beyond that.
+        warm = [
+            orjson.dumps(_messages(char * (MAX_BODY // len(char.encode()) - 400)))
+            for char in ("w", "é", "中", "😀")
+        ] + [
+            orjson.dumps(_messages("d", metadata="X")).replace(b'"X"', b"[" + dense + b"]")
+            for dense in (b",".join([b"{}"] * 40_000), b",".join([b"[]"] * 40_000))
+        ]
+        for body in warm:
             framed = _frame(b"POST", b"/v1/messages", [], body)
             answers = await asyncio.gather(*(_exchange(port, framed) for _ in range(3)))
             assert {status for status, _, _ in answers} <= {200, 429}
@@ -225,7 +233,7 @@ class Sent(bytes):
     """Request bytes that print as their head and size (a failing example stays readable).
     ``proper``: well framed, so the balancer must answer it (a malformed one may be cut off:
     the balancer answers the parser's error and closes, and the client, still sending, can
-    get a reset before it reads the answer)."""
+    get a reset or a broken pipe before it reads the answer)."""
 
     proper = False
 
@@ -297,7 +305,7 @@ async def test_a_hostile_client_gets_4xx_envelopes_and_cannot_grow_memory(
     )
     assert balancer.process.is_running()
     for data, answer in zip(sent, answers, strict=True):
-        if isinstance(answer, ConnectionResetError) and not data.proper:
+        if isinstance(answer, ConnectionError) and not data.proper:
             continue
         assert not isinstance(answer, BaseException), answer
         status, headers, body = answer

@@ -188,8 +188,8 @@ async def test_a_client_that_stops_reading_is_dropped_as_stopped(mock, balancer_
     assert record.error == "client stopped reading for 1s"
 
 
-async def test_envelope_helper_sees_a_normal_refusal(mock, balancer_factory):
-    """The raw client used above speaks plain HTTP/1.1: a refused request reads as expected."""
+async def test_a_body_that_is_not_an_object_is_a_400_over_a_raw_connection(mock, balancer_factory):
+    """(Also: the raw client these tests use reads a plain refusal as expected.)"""
     b = await balancer_factory(config_text(mock, ["a"]))
     answer = await raw_http(b.url, HEAD + b"content-length: 2\r\n\r\n[]")
     assert answer.status == 400 and envelope_of(answer)["type"] == "invalid_request_error"

@@ -138,24 +138,24 @@ async def read_json_body(request: web.BaseRequest, settings: Settings, lease: Le
     if not raw:
         raise ClientError(400, "request body is empty; expected a JSON object")
     memory = settings.body_memory_limit
-    # Held from here until the body is let go of: the parsed form, plus twice its raw size,
-    # which stands for what serving it adds (measured): the request serialized for the
-    # upstream, and the coalescing key's and the writes' transients, or raw bytes kept for
-    # mid-stream recovery. Non-ASCII text costs a third time: serializing a non-ASCII str
-    # makes CPython cache its UTF-8 form inside it. While parsing, raw and parsed are alive
-    # together: less than that.
-    size = (2 if raw.isascii() else 3) * len(raw)
+    # While parsing, the raw bytes and the parsed form are alive together.
     estimate = estimated_cost(raw)
-    if not lease.resize(size + estimate, memory):
+    if not lease.resize(len(raw) + estimate, memory):
         raise _too_much(memory)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ClientError(400, f"request body is not valid JSON: {exc.msg}") from None
+    # Held from here until the body is let go of: the parsed form, plus twice the raw size,
+    # which stands for what serving it adds (measured): the request serialized for the
+    # upstream, and the coalescing key's and the writes' transients, or raw bytes kept for
+    # mid-stream recovery. Non-ASCII text costs a third time: serializing a non-ASCII str
+    # makes CPython cache its UTF-8 form inside it.
+    copies = (2 if raw.isascii() else 3) * len(raw)
     del raw
     if not isinstance(body, dict):
         raise ClientError(400, "request body must be a JSON object")
     measured = measured_cost(body)
-    if measured is not None and measured < estimate:
-        lease.resize(size + measured, memory)
+    if not lease.resize(copies + (estimate if measured is None else measured), memory):
+        raise _too_much(memory)
     return body
