@@ -20,9 +20,10 @@ import pytest
 from aiohttp import web
 from hypothesis import settings
 
-from ccbalancer.app import build_app
+from ccbalancer.app import build_app, build_site
 from ccbalancer.config import Config, parse_config
 from ccbalancer.mock import MockServer
+from ccbalancer.observe.logs import Redactor
 from ccbalancer.runtime import Runtime
 
 # CI runs hypothesis with a fixed seed, so a green build stays green on a re-run; locally it
@@ -214,21 +215,27 @@ async def balancer_factory() -> AsyncIterator[BalancerFactory]:
         config_path: str | None = None,
         manual_clock: bool = False,
         history: bool = False,
+        redactor: Redactor | None = None,
     ) -> Balancer:
+        """``redactor``: the one of a ``configure_logging`` handle, as ``serve`` passes it."""
         if isinstance(config, str):
             config = parse_config(config, "<test>")
         clock = Clock()
         runtime = Runtime(
-            config, config_path, **({"clock": clock} if manual_clock else {}), history=history
+            config,
+            config_path,
+            **({"clock": clock} if manual_clock else {}),
+            history=history,
+            redactor=redactor,
         )
         app = build_app(runtime)
         runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = build_site(runner, runtime, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = site.port
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         balancer = Balancer(f"http://127.0.0.1:{port}", runtime, session, clock, runner)
         started.append(balancer)
@@ -407,3 +414,53 @@ def parse_frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
 async def read_events(resp: aiohttp.ClientResponse) -> list[tuple[str, dict[str, Any]]]:
     """(event name, parsed data) for every frame of an SSE response."""
     return parse_frames(await resp.read())
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    version: str = "HTTP/1.1"
+
+    @property
+    def closes(self) -> bool:
+        """The server said it closes the connection after this answer."""
+        return self.version == "HTTP/1.0" or self.headers.get("connection", "") == "close"
+
+
+async def raw_http(url: str, data: bytes, *, timeout: float = 10.0) -> RawAnswer:
+    """Send ``data`` as is on a fresh connection (bytes aiohttp's client would refuse to send)
+    and read one response: its head, then ``content-length`` bytes or up to EOF."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
+            while head.startswith(b"HTTP/1.1 100"):  # an interim answer: the real one follows
+                head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {
+                k.strip().lower(): v.strip().lower()
+                if k.strip().lower() == "connection"
+                else v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
+            if "content-length" in headers:
+                body = await reader.readexactly(int(headers["content-length"]))
+            else:
+                body = await reader.read()
+        version, status = lines[0].split()[:2]
+        return RawAnswer(int(status), headers, body, version)
+    finally:
+        writer.close()
+
+
+def envelope_of(answer: RawAnswer) -> dict[str, Any]:
+    """The Anthropic error envelope of ``answer`` (asserts it is one)."""
+    assert answer.headers.get("content-type", "").startswith("application/json"), answer
+    payload = orjson.loads(answer.body)
+    assert payload["type"] == "error" and set(payload["error"]) == {"type", "message"}, payload
+    return dict(payload["error"])

@@ -102,7 +102,7 @@ class ClientError(BalancerError):
         self.status = status
         self.message = message
         self.error_type = error_type or error_type_for_status(status)
-        self.headers = headers  # e.g. retry-after for a client over a limit
+        self.headers = headers or {}  # e.g. retry-after on a 429
         super().__init__(message)
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ccbalancer.accounting import Accounts
 from ccbalancer.balance import Planner
+from ccbalancer.budget import BodyBudget
 from ccbalancer.config.clients import ANONYMOUS
 from ccbalancer.config.load import load_config
 from ccbalancer.config.schema import Config
@@ -45,12 +46,13 @@ from ccbalancer.observe.recent import RecentRequests
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.observe.refusals import Refusals
 from ccbalancer.observe.sessions import RecentSessions
+from ccbalancer.redislink import REDIS_COMMAND_TIMEOUT, RedisLink
 from ccbalancer.relay.call import Call
 from ccbalancer.relay.relay import Relay
 from ccbalancer.sharing.broadcast import Broadcast
 from ccbalancer.sharing.calls import SharedCalls
 from ccbalancer.sharing.hub import Hub
-from ccbalancer.sharing.remote import RemoteShare
+from ccbalancer.sharing.remote import FOLLOW_BLOCK, RemoteShare
 from ccbalancer.tasks import TaskOwner
 from ccbalancer.upstream.client import UpstreamClient
 from ccbalancer.upstream.health import HealthPolicy, HealthRegistry, State
@@ -99,6 +101,7 @@ class Runtime:
         self.recent = RecentRequests()
         self.sessions = RecentSessions()
         self.refusals = Refusals(self.log, clock)
+        self.bodies = BodyBudget()  # request bodies in flight, all requests together
         settings = config.settings
         self.health = HealthRegistry(HealthPolicy.from_settings(settings), clock, self._transition)
         for provider in config.providers:
@@ -118,8 +121,21 @@ class Runtime:
         # Sharing across instances; the URL is read once (a reload that changes it is logged
         # and takes effect at the next start).
         self._from_elsewhere = False  # applying another instance's breaker: do not echo it
+        redis = settings.redis
+        # one link (connection slots, one pool) for everything this instance asks Redis
+        self.redis_link: RedisLink | None = (
+            RedisLink(
+                redis.url,
+                max_connections=redis.max_connections,
+                pool_timeout=redis.pool_timeout,
+                connect_timeout=REDIS_COMMAND_TIMEOUT,
+                read_timeout=REDIS_COMMAND_TIMEOUT + FOLLOW_BLOCK,
+            )
+            if redis.url
+            else None
+        )
         self.remote: RemoteShare | None = (
-            RemoteShare(settings.redis.url, self._remote_warning) if settings.redis.url else None
+            RemoteShare(self.redis_link, self._remote_warning) if self.redis_link else None
         )
         self.dialects: dict[str, Dialect] = {
             "anthropic": AnthropicDialect(),
@@ -147,6 +163,7 @@ class Runtime:
             config,
             self._remote_warning,
             persist=self.history.add_usage if self.history is not None else None,
+            link=self.redis_link,
         )
         self._owner = TaskOwner("runtime")
         self._mtime = self._config_mtime()
@@ -179,6 +196,8 @@ class Runtime:
         await self.accounts.close()
         if self.remote is not None:
             await self.remote.close()
+        if self.redis_link is not None:
+            await self.redis_link.close()
         await self.client.close()
         if self.history is not None:
             await asyncio.to_thread(self.history.close)
@@ -205,6 +224,7 @@ class Runtime:
             )
 
     def finished(self, record: RequestRecord) -> None:
+        record.bound()  # client-chosen text is capped before it is logged or stored
         self.accounts.finished(record)
         log_request(self.log, record)
         self.metrics.request_finished(record)
@@ -260,8 +280,10 @@ class Runtime:
             return
         self.accounts.seed(rows)
 
-    def _remote_warning(self, event: str, detail: str) -> None:
-        self.log.warning(event, error=self.redactor.scrub(detail))
+    def _remote_warning(self, event: str, problem: str | BaseException) -> None:
+        self.log.warning(event, error=self.redactor.scrub(str(problem)))
+        if isinstance(problem, BaseException) and debug_enabled(self.log):
+            self.log.debug(event, exc_info=problem)  # the foreign exception, chained
 
     def _transition(self, provider: str, old: State, new: State) -> None:
         self.metrics.provider_state(provider, new.value)

@@ -69,7 +69,7 @@ async def serve_app(
     """Run the balancer until ``stop`` is set or SIGINT/SIGTERM: stop accepting, drain in-flight
     streams up to ``drain_timeout``, end the rest with ``event: error``, return. Raises
     ``ListenError`` when ``host:port`` cannot be bound."""
-    from ccbalancer.app import build_app
+    from ccbalancer.app import build_app, build_site
     from ccbalancer.observe.logs import configure_logging
     from ccbalancer.runtime import Runtime
 
@@ -79,15 +79,13 @@ async def serve_app(
     app = build_app(runtime)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    site = build_site(runner, runtime, host, port, backlog=4096, reuse_address=True)
     try:
         try:
             await site.start()
         except OSError as exc:
             raise ListenError(host, port, exc) from None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname()[1] if sockets else port
+        bound = site.port
         tune_gc()
         runtime.log.info("listening", host=host, port=bound, providers=len(config.providers))
         if on_ready is not None:

@@ -9,6 +9,7 @@ every instance simply serves its own requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ccbalancer.mock import MockServer, Script
@@ -211,3 +213,100 @@ async def test_a_breaker_that_opens_at_one_instance_opens_at_the_others(
     late = await balancer_factory(text)  # an instance started afterwards learns it at start
     await until(lambda: _state(late, "a") == "cooling_down")
     assert _state(one, "a") == "cooling_down"  # its own opening did not come back to it
+
+
+async def test_hundreds_of_concurrent_shared_requests_never_switch_redis_off(
+    mock, balancer_factory, flushed, caplog
+):
+    """300 different questions, each asked at both instances at once: 600 requests in flight,
+    300 followers reading Redis at the same time. redis-py's default pool of 100 connections
+    ran out and that was taken for "Redis unavailable": sharing switched itself off."""
+    caplog.set_level(logging.WARNING, logger="ccbalancer")
+    count = 300
+    mock.configure("a", Script(first_event_delay=1.0, events=8, delay=0.05))
+    one, two = await _two(mock, flushed, balancer_factory)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def ask(b: Balancer, i: int) -> tuple[str, bytes]:
+            async with session.post(
+                b.url + "/v1/messages", json=msg(f"question {i}"), headers={"x-api-key": "k"}
+            ) as resp:
+                assert resp.status == 200
+                return resp.headers[SHARED], await resp.read()
+
+        async with asyncio.TaskGroup() as group:
+            led = [group.create_task(ask(one, i)) for i in range(count)]
+            await until(lambda: len(mock.requests("a")) == count, 60)
+            followed = [group.create_task(ask(two, i)) for i in range(count)]
+    roles = [task.result()[0] for task in led], [task.result()[0] for task in followed]
+    assert roles == (["leader"] * count, ["follower"] * count)
+    for a, b in zip(led, followed, strict=True):
+        assert a.result()[1] == b.result()[1]
+    assert len(mock.requests("a")) == count
+    warnings = [r.msg for r in caplog.records if r.name == "ccbalancer"]
+    assert not [w for w in warnings if isinstance(w, dict) and "redis" in str(w.get("event"))]
+
+
+def _redis_events(caplog) -> list[str]:
+    return [
+        str(r.msg.get("event"))
+        for r in caplog.records
+        if r.name == "ccbalancer" and isinstance(r.msg, dict)
+    ]
+
+
+async def test_a_full_pool_is_busy_not_unavailable_and_sharing_goes_on(
+    mock, balancer_factory, flushed, caplog
+):
+    """Every connection taken: a claim that cannot get one within ``pool_timeout`` is served
+    locally and logged as busy, never as Redis unavailable, and Redis is used again at once.
+    Followers and mirrors wait their turn: with two connections for twenty requests every
+    answer is still whole."""
+    caplog.set_level(logging.WARNING, logger="ccbalancer")
+    extra = f"redis: {{url: '{flushed}', max_connections: 2, pool_timeout: 0.05}}\n"
+    one, two = await _two(mock, flushed, balancer_factory, extra)
+    link = one.runtime.remote._link
+    async with link.use(), link.use():  # both connections in use, for as long as we like
+        busy = await one.post(msg("while the pool is full"))
+        assert busy.status == 200 and busy.headers[SHARED] == "leader"
+        await busy.read()
+    events = _redis_events(caplog)
+    assert "redis_busy" in events and "redis_unavailable" not in events
+    first = await one.post(msg("right after"))
+    await first.read()
+    again = await two.post(msg("right after"))
+    assert again.headers[SHARED] == "follower"  # Redis was not switched off
+    mock.configure("a", Script(first_event_delay=0.5, events=4, delay=0.05))
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(b.post(msg(f"q{i}"))) for i in range(10) for b in (one, two)]
+    for task in tasks:
+        answer = task.result()
+        assert answer.status == 200
+        assert parse_frames(await answer.read())[-1][0] == "message_stop"
+    assert "redis_unavailable" not in _redis_events(caplog)
+
+
+async def test_an_unreadable_entry_is_reported_as_such_not_as_redis_down(
+    mock, balancer_factory, flushed, caplog
+):
+    """A head entry this version cannot parse (another version's, or damaged): the follower
+    makes its own call and says why; Redis is not declared unavailable."""
+    from redis.asyncio import Redis
+
+    caplog.set_level(logging.WARNING, logger="ccbalancer")
+    mock.enqueue("a", Script(first_event_delay=1.0))
+    one, two = await _two(mock, flushed, balancer_factory)
+    async with asyncio.TaskGroup() as group:
+        leader = group.create_task(one.post(msg()))
+        await until(lambda: len(mock.requests("a")) == 1)
+        (key,) = one.runtime.hub.inflight
+        client = Redis.from_url(flushed)
+        await client.xadd(f"ccb:{key}:log", {b"k": b"head", b"p": b"a", b"h": b"{not json"})
+        await client.aclose()
+        own = await two.post(msg())
+        await own.read()
+    assert leader.result().status == 200 and own.status == 200
+    assert own.headers[SHARED] == "leader"  # it asked the upstream itself
+    events = _redis_events(caplog)
+    assert "redis_bad_entry" in events and "redis_unavailable" not in events

@@ -130,6 +130,7 @@ async def test_concurrency_leases_live_while_renewed_and_free_themselves_when_no
     from ccbalancer.accounting.budgets import windows
     from ccbalancer.accounting.shared import SharedLedger
     from ccbalancer.config.clients import ClientConfig
+    from ccbalancer.redislink import RedisLink
     from ccbalancer.tasks import TaskOwner
 
     warnings: list[str] = []
@@ -137,8 +138,12 @@ async def test_concurrency_leases_live_while_renewed_and_free_themselves_when_no
     def warn(event: str, detail: str) -> None:
         warnings.append(f"{event}: {detail}")
 
-    alive = SharedLedger(flushed, warn, lease_ms=1000, renew_every=0.1)
-    other = SharedLedger(flushed, warn, lease_ms=1000)
+    links = [
+        RedisLink(flushed, max_connections=8, pool_timeout=1, connect_timeout=2, read_timeout=2)
+        for _ in range(2)
+    ]  # two instances, each with its own link
+    alive = SharedLedger(links[0], warn, lease_ms=1000, renew_every=0.1)
+    other = SharedLedger(links[1], warn, lease_ms=1000)
     alice = Client("alice", ClientConfig(name="alice", key=ALICE, max_concurrency=1))
     owner = TaskOwner("test")
     try:
@@ -158,4 +163,6 @@ async def test_concurrency_leases_live_while_renewed_and_free_themselves_when_no
         await owner.close()
         await alive.close()
         await other.close()
+        for link in links:
+            await link.close()
     assert not warnings

@@ -14,6 +14,7 @@ import pytest
 import structlog
 
 from ccbalancer.observe.logs import (
+    MAX_FORWARDED,
     Redactor,
     configure_logging,
     debug_enabled,
@@ -23,7 +24,7 @@ from ccbalancer.observe.logs import (
     log_reload,
     log_request,
 )
-from ccbalancer.observe.record import Attempt, RequestRecord
+from ccbalancer.observe.record import MAX_STORED_CHARS, Attempt, RequestRecord
 
 PROVIDER_KEY = "sk-ant-provider-key-0123456789"
 INBOUND_KEY = "inbound-client-key-abcdef"
@@ -290,3 +291,41 @@ def test_reconfiguring_moves_output_and_drains_the_previous_pipeline(tmp_path: P
     assert not any(
         isinstance(h, logging.handlers.QueueHandler) for h in logging.getLogger().handlers
     )
+
+
+def test_redactor_masks_credential_headers_quoted_in_free_text() -> None:
+    """aiohttp's error for a malformed request quotes the raw bytes: a token there is masked
+    though nobody registered it."""
+    redactor = Redactor()
+    raw = (
+        "b'POST / HTTP/1.1\\nhost: x\\nx-api-key: sk-user-1234\\n"
+        "authorization: Bearer tok-abcdef123\\nCookie: session=s3cr3t\\n\\n'"
+    )
+    out = redactor.scrub(raw)
+    for secret in ("sk-user-1234", "tok-abcdef123", "s3cr3t"):
+        assert secret not in out
+    assert "host: x" in out
+    assert redactor.scrub("{'x-api-key': 'abcdefgh'}") == "{'x-api-key': '***'}"
+    assert redactor.scrub("sent Bearer eyJhbGciOi.payload") == "sent Bearer ***"
+    assert redactor.scrub("check auth_value in the config") == "check auth_value in the config"
+
+
+def test_redactor_learns_forwarded_tokens_within_a_bound() -> None:
+    redactor = Redactor()
+    redactor.forward("user-token-000001")
+    assert redactor.scrub("upstream said user-token-000001 is bad") == "upstream said *** is bad"
+    for i in range(MAX_FORWARDED + 1):
+        redactor.forward(f"other-token-{i:08d}")
+    assert "user-token-000001" in redactor.scrub("user-token-000001")  # the oldest went first
+    assert redactor.scrub(f"other-token-{MAX_FORWARDED:08d}") == "***"
+    redactor.forward("short")  # too short to mask without masking ordinary words
+    assert redactor.scrub("short") == "short"
+
+
+def test_a_record_caps_client_chosen_text_before_it_is_stored() -> None:
+    record = RequestRecord(request_id="req_1", model="m" * 10_000, started=0.0)
+    record.error = "no route for model " + "x" * 10_000
+    record.attempts = [Attempt("a", "failover", detail="d" * 10_000)]
+    record.bound()
+    assert len(record.model) == len(record.error) == MAX_STORED_CHARS
+    assert record.model.endswith("...") and len(record.attempts[0].detail) == MAX_STORED_CHARS

@@ -25,6 +25,7 @@ from ccbalancer.accounting.shared import SharedLedger, Unavailable, Warn
 from ccbalancer.config.schema import Config
 from ccbalancer.errors import ClientError
 from ccbalancer.observe.record import DailyUsage, RequestRecord
+from ccbalancer.redislink import RedisLink
 
 Persist = Callable[[DailyUsage], None]
 
@@ -58,12 +59,13 @@ class Accounts:
         warn: Warn,
         persist: Persist | None = None,
         clock: Callable[[], float] = time.time,
+        link: RedisLink | None = None,
     ) -> None:
         self.book = ClientBook(config)
         self.prices = PriceBook(config)
         self.ledger = Ledger()
-        url = config.settings.redis.url
-        self.shared = SharedLedger(url, warn) if url else None
+        # with settings.redis.url: counts shared by every instance, through the runtime's link
+        self.shared = SharedLedger(link, warn) if link is not None else None
         self._calendar = Calendar()
         self._persist = persist
         self.clock = clock  # wall time: budgets are per UTC minute, day and month

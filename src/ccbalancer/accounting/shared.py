@@ -15,7 +15,9 @@ Admission is one Lua script: every check and, only when all pass, the per-minute
 lease — atomic, so two instances cannot both take the last slot. Usage is added when an answer
 ends. Two instances together can therefore pass a budget by at most the requests they had in
 flight when it ran out. Redis is never waited on for long: after an error the caller decides
-on its own counts for ``BACKOFF`` seconds, and a warning is logged at most once a minute.
+on its own counts for ``BACKOFF`` seconds, and a warning is logged at most once a minute. The
+commands go through the instance's one ``RedisLink`` (its connection slots, and redis-py's
+exceptions mapped): a full pool is "busy", decided locally this once, never "down".
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccbalancer.accounting.budgets import (
     Refusal,
@@ -33,16 +35,15 @@ from ccbalancer.accounting.budgets import (
     rate_refusal,
 )
 from ccbalancer.accounting.clients import Client
+from ccbalancer.redislink import RedisFault, RedisLink
 from ccbalancer.tasks import TaskOwner
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 Warn = Callable[[str, str], None]
 
 LEASE_MS = 60_000
 RENEW_EVERY = 20.0
 BACKOFF = 5.0
+_WRITE_WAIT = 5.0  # usage written after an answer may wait this long for a free connection
 _WARN_EVERY = 60.0
 _KEEP_AFTER_WINDOW_MS = 86_400_000
 
@@ -96,18 +97,14 @@ class Unavailable(Exception):
 class SharedLedger:
     def __init__(
         self,
-        url: str,
+        link: RedisLink,
         warn: Warn,
         *,
         prefix: str = "ccb:acct:",
         lease_ms: int = LEASE_MS,
         renew_every: float = RENEW_EVERY,
     ) -> None:
-        from redis.asyncio import Redis  # an instance without redis.url never loads redis-py
-
-        self._redis: Redis = Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
-        )
+        self._link = link  # owned by the runtime (sharing uses it too)
         self._prefix = prefix
         self._lease_ms = lease_ms
         self._renew_every = renew_every
@@ -117,8 +114,8 @@ class SharedLedger:
         self._closed = False
         self._held: dict[str, str] = {}  # request id -> client, leases this instance renews
         self._tasks = TaskOwner("redis-accounting")
-        self._admit = self._redis.register_script(_ADMIT)
-        self._renew = self._redis.register_script(_RENEW)
+        self._admit = link.redis.register_script(_ADMIT)
+        self._renew = link.redis.register_script(_RENEW)
 
     def _key(self, name: str, kind: str, window: str | int) -> str:
         return f"{self._prefix}{name}:{kind}:{window}"
@@ -150,15 +147,16 @@ class SharedLedger:
             self._lease_ms,
         ]
         try:
-            reply = await self._admit(keys=keys, args=args)
-        except Exception as exc:
-            self._unreachable(exc)
+            async with self._link.use() as redis:
+                reply = await self._admit(keys=keys, args=args, client=redis)
+        except RedisFault as fault:
+            self._unreachable(fault)
             raise Unavailable from None
         if not reply:
             if limits.max_concurrency is not None:
                 self._held[request_id] = name
             return None
-        key, used = str(reply[0]), float(reply[1])
+        key, used = reply[0].decode(), float(reply[1])
         if key in ("requests_per_minute", "max_concurrency"):
             return rate_refusal(name, key, int(used), w)
         limit = float(getattr(limits, key))
@@ -171,7 +169,7 @@ class SharedLedger:
         self._spawn(self._finish(request_id, name, held is not None, w), "finish")
 
     async def _finish(self, request_id: str, name: str, held: bool, w: Windows) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._link.use(_WRITE_WAIT) as redis, redis.pipeline(transaction=False) as pipe:
             for key in (self._key(name, "d", w.day), self._key(name, "m", w.month)):
                 pipe.hincrby(key, "requests", 1)
             self._expire(pipe, name, w)
@@ -184,7 +182,7 @@ class SharedLedger:
         self._spawn(self._add(name, used, w), "usage")
 
     async def _add(self, name: str, used: Totals, w: Windows) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._link.use(_WRITE_WAIT) as redis, redis.pipeline(transaction=False) as pipe:
             for key in (self._key(name, "d", w.day), self._key(name, "m", w.month)):
                 for field in ("fresh", "cache_read", "cache_write", "output"):
                     pipe.hincrby(key, field, getattr(used, field))
@@ -204,13 +202,13 @@ class SharedLedger:
         if time.monotonic() < self._down_until:
             raise Unavailable
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._link.use() as redis, redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.hgetall(self._key(name, "d", w.day))
                     pipe.hgetall(self._key(name, "m", w.month))
                 replies = await pipe.execute()
-        except Exception as exc:
-            self._unreachable(exc)
+        except RedisFault as fault:
+            self._unreachable(fault)
             raise Unavailable from None
         found = {}
         for i, name in enumerate(names):
@@ -226,15 +224,15 @@ class SharedLedger:
                 continue
             keys = [self._flight(name) for name in held.values()]
             try:
-                await self._renew(keys=keys, args=[self._lease_ms, *held])
-            except Exception as exc:
-                self._unreachable(exc)
+                async with self._link.use() as redis:
+                    await self._renew(keys=keys, args=[self._lease_ms, *held], client=redis)
+            except RedisFault as fault:
+                self._unreachable(fault)
 
     async def close(self) -> None:
         self._closed = True
         await self._tasks.drain(2.0)  # usage of the answers that just ended
         await self._tasks.close()
-        await self._redis.aclose()
 
     def _spawn(self, coro: Any, what: str) -> None:
         if self._closed:  # a request that ends after the close: its counts go with the instance
@@ -245,26 +243,25 @@ class SharedLedger:
     async def _guarded(self, coro: Any) -> None:
         try:
             await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._unreachable(exc)
+        except RedisFault as fault:
+            self._unreachable(fault)
 
-    def _unreachable(self, exc: BaseException) -> None:
+    def _unreachable(self, fault: RedisFault) -> None:
         now = time.monotonic()
-        self._down_until = now + BACKOFF
+        if fault.backs_off:  # down or refusing; a busy pool is only this once
+            self._down_until = now + BACKOFF
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
-            self._warn("redis_unavailable", f"accounting: {type(exc).__name__}: {exc}"[:200])
+            self._warn(fault.event, f"accounting: {fault}")
 
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def _totals(fields: dict[str, str]) -> Totals:
+def _totals(fields: dict[bytes, bytes]) -> Totals:
     def number(name: str) -> int:
-        return int(fields.get(name) or 0)
+        return int(fields.get(name.encode()) or 0)
 
     return Totals(
         number("requests"),
@@ -272,5 +269,5 @@ def _totals(fields: dict[str, str]) -> Totals:
         number("cache_read"),
         number("cache_write"),
         number("output"),
-        float(fields.get("usd") or 0.0),
+        float(fields.get(b"usd") or 0.0),
     )

@@ -252,6 +252,10 @@ class Auth(_Frozen):
 
 class Redis(_Frozen):
     url: str = ""
+    # Each shared request in flight holds one connection at a time (a follower's blocking read,
+    # a leader's mirror batch); a few more serve the breaker channel.
+    max_connections: int = Field(default=1024, ge=1)
+    pool_timeout: float = Field(default=1.0, gt=0)  # wait this long for a free connection
 
 
 class History(_Frozen):
@@ -301,6 +305,11 @@ class Settings(_Frozen):
     drain_timeout: float = Field(default=30, ge=0)
     client_write_timeout: float = Field(default=60, gt=0)  # a client stalled this long is dropped
     client_read_timeout: float = Field(default=30, gt=0)  # a request body stalled this long: 400
+    client_body_timeout: float = Field(default=300, gt=0)  # a whole body must arrive within this
+    client_header_timeout: float = Field(default=30, gt=0)  # request line + headers within this
+    client_idle_timeout: float = Field(default=75, gt=0)  # an idle keep-alive connection closes
+    # bytes all request bodies in flight may cost together, parsed (None: 4 x max_body_bytes)
+    max_body_memory: int | None = Field(default=None, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -321,6 +330,10 @@ class Settings(_Frozen):
         if route_key is not None and route_key in self.hedge_after_routes:
             return self.hedge_after_routes[route_key]
         return self.hedge_after
+
+    @property
+    def body_memory_limit(self) -> int:
+        return self.max_body_memory or 4 * self.max_body_bytes
 
     @property
     def admin_keys(self) -> tuple[str, ...]:
@@ -392,6 +405,11 @@ class Config(_Frozen):
     def inbound_auth(self) -> bool:
         """Clients need a key: configuring ``clients`` turns inbound auth on."""
         return self.settings.auth.enabled or bool(self.clients)
+
+    @cached_property
+    def passthrough(self) -> bool:
+        """Some provider receives the client's own credential (``auth_value: passthrough``)."""
+        return any(p.passthrough_auth for p in self.providers)
 
     @cached_property
     def providers_by_name(self) -> dict[str, ProviderConfig]:

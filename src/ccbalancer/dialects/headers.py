@@ -2,7 +2,11 @@
 
 Hop-by-hop headers (RFC 9110 section 7.6.1) never cross the proxy; credentials are replaced by the
 provider's own; ``accept-encoding`` is fixed to identity so SSE is never compressed in transit
-(a compressed event stream would defeat per-event delivery).
+(a compressed event stream would defeat per-event delivery). Nothing that describes the
+client's own message framing goes upstream either: the body sent is a new one, decoded and
+re-encoded (a forwarded ``content-encoding: gzip`` on plain JSON made upstreams answer 5xx and
+put every provider into cooldown), and ``expect: 100-continue`` would stall an upstream that
+does not answer it until the first-event timeout.
 """
 
 from __future__ import annotations
@@ -14,9 +18,15 @@ HOP_BY_HOP = frozenset({
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })  # fmt: skip
 
-_NOT_FORWARDED = HOP_BY_HOP | {
-    "host", "content-length", "content-type", "accept-encoding", "x-api-key", "authorization",
-    "cookie", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded",
+# The client's framing and representation of its body: never valid for the body we send.
+FRAMING = frozenset({
+    "content-length", "content-encoding", "content-type", "content-md5", "content-digest",
+    "repr-digest", "digest", "content-range", "expect",
+})  # fmt: skip
+
+_NOT_FORWARDED = HOP_BY_HOP | FRAMING | {
+    "host", "accept-encoding", "x-api-key", "authorization", "cookie",
+    "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded",
 }  # fmt: skip
 
 # Upstream response headers the client gets back (request id and rate-limit state, DESIGN.md 4).

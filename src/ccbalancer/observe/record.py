@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Every string a client can choose (a model name, an error text quoting its input) is cut to
+# this before it reaches the log, the dashboard's ring or the history (issue 14, item 5).
+MAX_STORED_CHARS = 512
+
+
+def capped(text: str, limit: int = MAX_STORED_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 @dataclass(slots=True)
 class Attempt:
@@ -53,6 +61,17 @@ class RequestRecord:
     cache_write_tokens: int = 0  # 5-minute and 1-hour writes
     cache_write_1h_tokens: int = 0
     cost_usd: float | None = None  # None: no upstream call of its own, or no known price
+
+    def bound(self) -> None:
+        """Cap the free-text fields (see ``MAX_STORED_CHARS``)."""
+        self.model = capped(self.model)
+        self.error = capped(self.error)
+        self.provider = capped(self.provider)
+        self.session = capped(self.session)  # a client's header
+        if self.stop_reason is not None:
+            self.stop_reason = capped(self.stop_reason)
+        for attempt in self.attempts:
+            attempt.detail = capped(attempt.detail)
 
 
 @dataclass(slots=True)

@@ -41,7 +41,8 @@ def _presented(request: web.Request) -> str:
 def _matches(presented: str, keys: tuple[str, ...]) -> bool:
     ok = False
     for key in keys:  # no early exit: time does not reveal which key matched
-        ok |= hmac.compare_digest(presented.encode(), key.encode())
+        # surrogateescape: a header with non-UTF-8 bytes is a wrong key, not a 500
+        ok |= hmac.compare_digest(presented.encode(errors="surrogateescape"), key.encode())
     return ok
 
 

@@ -1,8 +1,11 @@
 """``POST /v1/messages``: admit, key, then replay, join or lead (DESIGN.md section 5).
 
-Admission parses the body once and refuses what cannot be served with a 4xx in the Anthropic
-envelope. The answer is produced by a hub-owned call (``relay``) that this request may only be
-one subscriber of; this handler is that subscriber's writer and its record keeper.
+Admission parses the body once (``proxy.body``: bounded in size, time and memory) and refuses
+what cannot be served with a 4xx in the Anthropic envelope. The answer is produced by a
+hub-owned call (``relay``) that this request may only be one subscriber of; this handler is that
+subscriber's writer and its record keeper. The body's share of the memory budget goes back as
+soon as nothing holds the body: at once for a follower or a cache hit, at the commit or the end
+of the call for a leader.
 """
 
 from __future__ import annotations
@@ -11,55 +14,20 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from ccbalancer.dialects.session import session_key
 from ccbalancer.errors import ClientError
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy import clients, respond, writer
+from ccbalancer.proxy.body import check_headers, read_json_body
 from ccbalancer.relay.call import Call
 from ccbalancer.runtime import RUNTIME, Runtime
 from ccbalancer.sharing.broadcast import Broadcast, Lagged
+from ccbalancer.sharing.hub import Producer
 from ccbalancer.sharing.key import coalescing_key
 
-
-async def read_json_body(
-    request: web.Request, limit: int, timeout: float
-) -> tuple[dict[str, Any], bytes]:
-    """The body as a JSON object, or a ``ClientError`` (400/413). A body that stops arriving
-    for ``timeout`` seconds is incomplete: the handler must not wait on it forever."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ClientError(413, f"request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    reader = request.content
-    try:
-        while True:
-            async with asyncio.timeout(timeout):
-                chunk = await reader.readany()
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise ClientError(413, f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-    except TimeoutError:
-        raise ClientError(
-            400, f"request body incomplete: nothing received for {timeout:g}s"
-        ) from None
-    except (web.HTTPException, ConnectionError, ValueError):
-        raise ClientError(400, "request body could not be read completely") from None
-    raw = b"".join(chunks)
-    if not raw:
-        raise ClientError(400, "request body is empty; expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ClientError(400, f"request body is not valid JSON: {exc.msg}") from None
-    if not isinstance(body, dict):
-        raise ClientError(400, "request body must be a JSON object")
-    return body, raw
+MAX_MODEL_CHARS = 256  # longer is no model name: refused before it is logged or stored
 
 
 def client_credential(headers: dict[str, str]) -> str:
@@ -86,13 +54,27 @@ def admit(body: dict[str, Any]) -> tuple[str, bool, str | None]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ClientError(400, "model: field required (a non-empty string)")
+    if len(model) > MAX_MODEL_CHARS:
+        raise ClientError(400, f"model: at most {MAX_MODEL_CHARS} characters")
     if not isinstance(body.get("messages"), list):
         raise ClientError(400, "messages: field required (a list)")
     stream = body.get("stream") is True
     forced = body.get("provider")
-    if forced is not None and not isinstance(forced, str):
+    if forced is not None and (not isinstance(forced, str) or len(forced) > MAX_MODEL_CHARS):
         raise ClientError(400, "provider: must be a provider name")
     return model, stream, forced
+
+
+def _releasing(producer: Producer, call: Call) -> Producer:
+    """The call lets go of the body when it ends, whether or not it committed."""
+
+    async def produce(broadcast: Broadcast) -> None:
+        try:
+            await producer(broadcast)
+        finally:
+            call.release(ended=True)
+
+    return produce
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -103,37 +85,47 @@ async def messages(request: web.Request) -> web.StreamResponse:
     t0 = time.perf_counter()
     request_id = runtime.request_id()
     record = RequestRecord(request_id=request_id, model="", started=started)
+    dedup = settings.deduplication
+    lease = runtime.bodies.lease()
     try:
-        body, raw = await read_json_body(
-            request, settings.max_body_bytes, settings.client_read_timeout
-        )
+        check_headers(request)
+        body, raw = await read_json_body(request, settings, lease)
         model, stream, forced = admit(body)
         ticket = await clients.gate(request, runtime, record, model, body, forced)
-    except ClientError as error:
-        record.status, record.outcome, record.error = error.status, "client_error", error.message
-        record.duration = time.perf_counter() - t0
-        runtime.finished(record)
-        return respond.client_error_response(error)
-    record.model, record.stream = model, stream
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    credential = client_credential(headers)
-    session = session_key(headers, body, credential)  # stickiness and cache warmth (issue 17)
-    dedup = settings.deduplication
-    key = (
-        coalescing_key(
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        credential = client_credential(headers)
+        own_keys = settings.auth.keys + settings.admin_keys + ticket.own_keys
+        forwarded = passthrough_credential(headers, own_keys) if config.passthrough else ""
+        # computed even with sharing off: it is also the check that the body can be
+        # serialized for the upstream at all (orjson's depth limit)
+        key: str | None = coalescing_key(
             credential,
             body,
             headers,
             dedup.include_max_tokens_in_signature,
             request.query_string,
+            forwarded,
         )
-        if dedup.enabled
-        else None
-    )
+    except ClientError as error:
+        lease.release()
+        record.status, record.outcome, record.error = error.status, "client_error", error.message
+        record.duration = time.perf_counter() - t0
+        runtime.finished(record)
+        return respond.client_error_response(error)
+    except BaseException:
+        lease.release()
+        raise
+    if not dedup.enabled:
+        key = None
+    if forwarded:  # a token the balancer may pass on is masked in the log like its own keys
+        runtime.redactor.forward(forwarded)
+    record.model, record.stream = model, stream
+    session = session_key(headers, body, credential)  # stickiness and cache warmth (issue 17)
     hub = runtime.hub
     found = hub.find(key)
     if found is not None:
         broadcast, role = found
+        lease.release()  # this request's body is dropped below: the answer exists
     else:
         call = Call(
             config=config,
@@ -141,20 +133,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
             model=model,
             query=request.query_string,
             headers=headers,
-            credential=passthrough_credential(
-                headers, settings.auth.keys + settings.admin_keys + ticket.own_keys
-            ),
+            credential=passthrough_credential(headers, own_keys),
             session=session,
             forced=forced,
             request_id=request_id,
             raw=raw,
+            on_release=lease.keep,
         )
-        broadcast = hub.lead(
-            key,
-            dedup.max_stream_bytes,
-            runtime.producer(call, key, ticket.client),
-            f"upstream:{request_id}",
-        )
+        producer = _releasing(runtime.producer(call, key, ticket.client), call)
+        broadcast = hub.lead(key, dedup.max_stream_bytes, producer, f"upstream:{request_id}")
         role = "leader" if dedup.enabled else "none"
     # The body and headers live on in the call only until an attempt commits; this frame lasts
     # as long as the stream, and a Claude Code request is often hundreds of KB.
@@ -190,23 +177,27 @@ async def messages(request: web.Request) -> web.StreamResponse:
         if stream:
             out_headers["cache-control"] = "no-cache"
             trace = runtime.event_tracer(request_id, sub_id)
-            delivery = await writer.stream_to(
-                request,
-                broadcast,
-                out_headers,
-                settings.client_write_timeout,
-                runtime.metrics.event_forwarded,
-                trace,
-            )
-            record.events, record.bytes = delivery.events, delivery.bytes
-            record.ttfb = delivery.prepared - t0
-            record.status = 200
+            delivery = writer.Delivery()
+            try:
+                response = await writer.stream_to(
+                    request,
+                    broadcast,
+                    out_headers,
+                    settings.client_write_timeout,
+                    runtime.metrics.event_forwarded,
+                    trace,
+                    delivery,
+                )
+            finally:  # also when the client left: the record says what it was given
+                record.events, record.bytes = delivery.events, delivery.bytes
+                if delivery.prepared is not None:
+                    record.status, record.ttfb = 200, delivery.prepared - t0
             failure = broadcast.failure
             if failure is not None:
                 record.outcome, record.error = "mid_stream_error", failure.message
             elif delivery.lost:
                 record.outcome, record.error = "cancelled", f"client {delivery.lost}"
-            return delivery.response
+            return response
         failure = broadcast.failure
         if failure is not None:
             record.status, record.outcome, record.error = (

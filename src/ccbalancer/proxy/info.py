@@ -18,7 +18,8 @@ from ccbalancer.config.schema import Config
 from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.errors import ClientError, ConfigError, UpstreamError
 from ccbalancer.proxy import clients, respond
-from ccbalancer.proxy.handler import client_credential, passthrough_credential, read_json_body
+from ccbalancer.proxy.body import check_headers, read_json_body
+from ccbalancer.proxy.handler import MAX_MODEL_CHARS, client_credential, passthrough_credential
 from ccbalancer.relay.failures import Redaction
 from ccbalancer.runtime import RUNTIME, Runtime
 from ccbalancer.sharing.calls import Answer
@@ -36,6 +37,20 @@ def _json(value: object, status: int = 200, headers: dict[str, str] | None = Non
     return web.Response(
         status=status, body=orjson.dumps(value), content_type="application/json", headers=headers
     )
+
+
+async def unknown(request: web.Request) -> web.Response:
+    """Every path and method no other route takes (``proxy.auth`` words the 404 and 405)."""
+    allowed = {
+        route.method
+        for route in request.app.router.routes()
+        if route.method != "*"
+        and route.resource is not None
+        and route.resource.canonical == request.path
+    }
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
 
 
 async def root(request: web.Request) -> web.Response:
@@ -189,23 +204,27 @@ async def count_tokens(request: web.Request) -> web.Response:
     minute, its answer (issue 15, item 10)."""
     runtime: Runtime = request.app[RUNTIME]
     config = runtime.config
+    settings = config.settings
+    lease = runtime.bodies.lease()
     try:
-        settings = config.settings
-        body, _ = await read_json_body(
-            request, settings.max_body_bytes, settings.client_read_timeout
-        )
+        check_headers(request)
+        body, _ = await read_json_body(request, settings, lease)
         model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ClientError(400, "model: field required (a non-empty string)")
+        if not isinstance(model, str) or not model or len(model) > MAX_MODEL_CHARS:
+            raise ClientError(400, "model: field required (a non-empty string, at most 256)")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        query = request.query_string
+        own = settings.auth.keys + settings.admin_keys + clients.own_keys(request)
+        forwarded = passthrough_credential(headers, own) if config.passthrough else ""
+        # also the check that the body can be forwarded at all (orjson's depth limit: 400)
+        key = coalescing_key(client_credential(headers), body, headers, False, query, forwarded)
+        answer = await runtime.counts.get(
+            key, functools.partial(_count, runtime, config, model, body, headers, query, own)
+        )
     except ClientError as error:
         return respond.client_error_response(error)
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    query = request.query_string
-    key = coalescing_key(client_credential(headers), body, headers, False, query)
-    own = config.settings.auth.keys + config.settings.admin_keys + clients.own_keys(request)
-    answer = await runtime.counts.get(
-        key, functools.partial(_count, runtime, config, model, body, headers, query, own)
-    )
+    finally:
+        lease.release()
     return web.Response(
         status=answer.status, body=answer.body, content_type="application/json",
         headers=answer.headers,

@@ -30,7 +30,7 @@ def error_response(
 
 
 def client_error_response(error: ClientError) -> web.Response:
-    return error_response(error.status, error.error_type, error.message, error.headers)
+    return error_response(error.status, error.error_type, error.message, error.headers or None)
 
 
 def failure_response(failure: Failure, extra: dict[str, str]) -> web.Response:

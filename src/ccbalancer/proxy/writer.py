@@ -9,12 +9,13 @@ Otherwise the subscriber's own request task writes from its cursor, several even
 when it is behind, so a slow client only slows itself. Either way each event is written as soon
 as it is available — that is the flush. The request task is cancelled by aiohttp when the client
 disconnects (``handler_cancellation``), which ends the subscriber even while it is parked. A
-client whose socket stays full past ``client_write_timeout`` is dropped.
+client that is behind is judged by the bytes it actually accepts (``proxy.pace``): in every
+``client_write_timeout`` it must take a catch-up piece (64 KB, or all that is pending); one that
+took nothing "stopped reading", one that took less is "too slow", and either is dropped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,28 +25,35 @@ from aiohttp import web
 
 from ccbalancer.proxy import respond
 from ccbalancer.proxy.direct import DirectWriter, direct_writer
+from ccbalancer.proxy.pace import Pacer
 from ccbalancer.sharing.broadcast import Broadcast, Lagged, Reader
 from ccbalancer.sse.accumulate import MessageAccumulator
 from ccbalancer.sse.event import Event
 
-# Bytes already waiting in the socket buffer mean the client is not keeping up: only then is a
-# write wrapped in a timeout (a timer per event would cost more than the write itself). A
-# client that reads keeps this at 0, since writes go straight to the socket.
-_BACKLOG = 0
 # A catch-up write (a late joiner, a cache replay, a client that was behind) carries at most
-# this much, so a long answer is not copied whole and a slow client is timed per piece.
+# this much, so a long answer is not copied whole; a client must accept this much (or all that
+# is pending) in every client_write_timeout (proxy.pace). A client that keeps up is written to
+# by the producer directly and never pays for the watch.
 _CATCH_UP_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
 class Delivery:
-    """What one streaming subscriber got."""
+    """What one streaming subscriber got, kept up to date as it goes: the request record is
+    filled from it even when the client disconnects and the writer is cancelled."""
 
-    response: web.StreamResponse
-    prepared: float  # perf_counter() when the headers went out
-    events: int = 0
-    bytes: int = 0
+    response: web.StreamResponse | None = None
+    prepared: float | None = None  # perf_counter() when the headers went out
     lost: str = ""  # why the client stopped receiving early ("" when it got everything)
+    reader: _ClientReader | None = None
+
+    @property
+    def events(self) -> int:
+        return self.reader.cursor if self.reader is not None else 0
+
+    @property
+    def bytes(self) -> int:
+        return self.reader.written if self.reader is not None else 0
 
 
 class _ClientReader(Reader):
@@ -118,14 +126,20 @@ async def stream_to(
     write_timeout: float,
     on_event: Callable[[float], None] | None,
     trace: Callable[[int, float, float], None] | None,
-) -> Delivery:
-    """Write the committed stream from this subscriber's own cursor."""
+    delivery: Delivery,
+) -> web.StreamResponse:
+    """Write the committed stream from this subscriber's own cursor; ``delivery`` says how far
+    it got (also when this is cancelled because the client left)."""
     response = web.StreamResponse(status=200, headers=headers)
     response.content_type = "text/event-stream"
+    delivery.response = response
     await response.prepare(request)
-    delivery = Delivery(response, time.perf_counter())
+    delivery.prepared = time.perf_counter()
     transport = request.transport
     reader = _ClientReader(direct_writer(request, response), on_event, trace)
+    delivery.reader = reader
+    # catch-up writes (a late joiner, a client that fell behind): each is watched
+    pacer = Pacer(transport, write_timeout, _CATCH_UP_BYTES) if transport is not None else None
     try:
         while True:
             while reader.cursor < broadcast.end:
@@ -134,16 +148,14 @@ async def stream_to(
                     stop, data = broadcast.frames(start, broadcast.end, _CATCH_UP_BYTES)
                 except Lagged:
                     await response.write(respond.lagged_event())
-                    delivery.lost = "fell behind the stream's retained log"
-                    return delivery
-                if transport is not None and transport.get_write_buffer_size() > _BACKLOG:
-                    try:
-                        async with asyncio.timeout(write_timeout):
-                            await response.write(data)
-                    except TimeoutError:
-                        transport.close()
-                        delivery.lost = f"stopped reading for {write_timeout:g}s"
-                        return delivery
+                    delivery.lost = "too slow: fell behind the stream's retained log"
+                    return response
+                if pacer is not None:
+                    lost = await pacer.write(response, data)
+                    if lost:  # dropped: what is still queued for it is thrown away too
+                        pacer.abort()
+                        delivery.lost = lost
+                        return response
                 else:
                     await response.write(data)
                 reader.delivered(broadcast, start, stop, len(data))
@@ -154,9 +166,7 @@ async def stream_to(
         await response.write_eof()
     except ConnectionResetError:
         delivery.lost = "disconnected"
-    finally:
-        delivery.events, delivery.bytes = reader.cursor, reader.written
-    return delivery
+    return response
 
 
 class _Accumulating(Reader):

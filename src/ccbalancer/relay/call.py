@@ -9,6 +9,7 @@ the raw bytes and the headers kept until the stream ends: a continuation is buil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +29,15 @@ class Call:
     request_id: str
     raw: bytes = b""  # the body as received
     recoverable: bool = False  # set by the relay: a continuation could be asked for
+    # told the bytes still kept (the in-flight body budget, ccbalancer.budget: Lease.keep)
+    on_release: Callable[[int], None] = lambda kept: None
 
-    def release(self) -> None:
-        """Drop what no later attempt needs once an attempt has committed."""
+    def release(self, ended: bool = False) -> None:
+        """Drop what no later attempt needs once an attempt has committed: the parsed body;
+        the raw bytes and headers too unless a continuation may need them. ``ended``: the
+        call is over, everything goes (the body budget is given back whatever happened)."""
         self.body = {}
-        if not self.recoverable:
+        if ended or not self.recoverable:
             self.headers = {}
             self.raw = b""
+        self.on_release(len(self.raw))

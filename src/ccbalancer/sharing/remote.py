@@ -17,7 +17,9 @@ retry makes a fresh attempt, never a replay of the failure.
 
 Redis is never on the critical path of an answer. The mirror runs in its own task and reads
 the local log like a subscriber that never blocks the producer; Redis errors are logged and
-the request goes on locally (claiming fails open: the instance leads itself). A follower whose
+the request goes on locally (claiming fails open: the instance leads itself). Only Redis
+errors are (``ccbalancer.redislink`` maps them): an entry that cannot be read is reported as such,
+and a bug in this module is a bug, never "Redis unavailable". A follower whose
 leader vanishes (no entries before ``first_event_timeout``, or the lead key gone without an
 end) makes its own upstream call; one whose leader stalls after committing ends the stream
 with ``event: error`` like any other stalled stream.
@@ -37,56 +39,43 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import orjson
 
+from ccbalancer.redislink import RedisBusy, RedisFault, RedisLink
 from ccbalancer.sharing.broadcast import Broadcast, Failure, Head, Lagged, abandon
 from ccbalancer.sse.parser import SSEParser
 from ccbalancer.tasks import TaskOwner
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
 Producer = Callable[[Broadcast], Awaitable[None]]
 _Entry = tuple[bytes, dict[bytes, bytes]]
 OpenElsewhere = Callable[[str, float, str], None]  # (provider, seconds, reason)
-Warn = Callable[[str, str], None]  # (event, detail)
+Warn = Callable[[str, BaseException], None]  # (event, what went wrong; its cause chained)
+# What reading another instance's entry raises when it is not what this version writes
+# (orjson's and the codecs' errors are ValueErrors).
+_UNREADABLE = (ValueError, KeyError)
 
 _ENTRY_BYTES = 256 * 1024  # one stream entry carries at most this much of the log
 _BLOCK_MS = 500  # a follower's XREAD waits this long per call, then checks its deadlines
+FOLLOW_BLOCK = _BLOCK_MS / 1000  # seconds an XREAD blocks: the link's read timeout allows it
 _WARN_EVERY = 60.0  # at most one warning a minute about Redis being unreachable
 _BACKOFF = 5.0  # after a Redis error, requests skip Redis this long (no connect wait each)
+_END_WAIT = 5.0  # a failed answer's end entry waits this long for a free connection
 
 
 class RemoteShare:
-    def __init__(
-        self,
-        url: str,
-        warn: Warn,
-        *,
-        prefix: str = "ccb:",
-        command_timeout: float = 2.0,
-    ) -> None:
-        # imported here: an instance without redis.url never loads redis-py
-        from redis.asyncio import Redis
-
+    def __init__(self, link: RedisLink, warn: Warn, *, prefix: str = "ccb:") -> None:
         self.instance = uuid.uuid4().hex[:12]
-        self._redis: Redis = Redis.from_url(
-            url,
-            socket_timeout=command_timeout + _BLOCK_MS / 1000,
-            socket_connect_timeout=command_timeout,
-            decode_responses=False,
-        )
+        self._link = link  # owned by the runtime (accounting uses it too)
         self._prefix = prefix
         self._warn = warn
-        self._warned_at = -_WARN_EVERY
+        self._warned_at: dict[str, float] = {}
         self._down_until = 0.0
         self._tasks = TaskOwner("redis")
 
     async def close(self) -> None:
         await self._tasks.close()
-        await self._redis.aclose()
 
     def producer(
         self,
@@ -121,13 +110,14 @@ class RemoteShare:
 
     async def _claim(self, key: str, ttl: float) -> bool:
         try:
-            won = await self._redis.set(
-                self._prefix + key + ":lead", self.instance, nx=True, px=_ms(ttl)
-            )
-            if won:  # an older answer's stream may outlive its lead key by a moment
-                await self._redis.delete(self._prefix + key + ":log")
-        except Exception as exc:  # Redis down or slow: serve locally, say so now and then
-            self._unreachable(exc)
+            async with self._link.use() as redis:
+                won = await redis.set(
+                    self._prefix + key + ":lead", self.instance, nx=True, px=_ms(ttl)
+                )
+                if won:  # an older answer's stream may outlive its lead key by a moment
+                    await redis.delete(self._prefix + key + ":log")
+        except RedisFault as fault:  # Redis down or busy: serve locally, say so now and then
+            self._fault(fault)
             return True
         return bool(won)
 
@@ -147,10 +137,13 @@ class RemoteShare:
         new claim would start a second answer in the same stream) while a leader that died
         lets its claim lapse."""
         log_key, lead_key = self._prefix + key + ":log", self._prefix + key + ":lead"
-        redis = self._redis
+        link = self._link
+        # Followers wait on this task: when every connection is busy it waits its turn (up to
+        # the claim's life) rather than leave them without an answer.
+        patience = lead_ttl
 
         async def add(fields: dict[bytes, bytes | str]) -> None:
-            async with redis.pipeline(transaction=False) as pipe:
+            async with link.use(patience) as redis, redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(log_key, fields)  # type: ignore[arg-type]
                 pipe.pexpire(log_key, _ms(max(lead_ttl, cache_ttl) + 60))
                 pipe.pexpire(lead_key, _ms(lead_ttl))
@@ -175,29 +168,29 @@ class RemoteShare:
                 await broadcast.wait()
             failure = broadcast.failure
             if failure is None:
-                await redis.xadd(log_key, {b"k": b"end", b"ok": b"1"})
-                await redis.pexpire(log_key, _ms(cache_ttl))
-                await redis.pexpire(lead_key, _ms(cache_ttl))
+                async with link.use(patience) as redis:
+                    await redis.xadd(log_key, {b"k": b"end", b"ok": b"1"})
+                    await redis.pexpire(log_key, _ms(cache_ttl))
+                    await redis.pexpire(lead_key, _ms(cache_ttl))
             else:
                 await self._end_failed(key, _failure_fields(failure))
         except Lagged:  # the log was trimmed before it could be copied: followers must not wait
             await self._end_failed(key, {b"k": b"end", b"ok": b"0", b"lagged": b"1"})
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._unreachable(exc)
+        except RedisFault as fault:
+            self._fault(fault)
             await self._end_failed(key, None)
 
     async def _end_failed(self, key: str, fields: dict[bytes, bytes] | None) -> None:
         """A failed answer is not shared beyond the followers already reading it."""
         log_key, lead_key = self._prefix + key + ":log", self._prefix + key + ":lead"
         try:
-            if fields is not None:
-                await self._redis.xadd(log_key, fields)  # type: ignore[arg-type]
-            await self._redis.delete(lead_key)
-            await self._redis.pexpire(log_key, 30_000)
-        except Exception as exc:
-            self._unreachable(exc)
+            async with self._link.use(_END_WAIT) as redis:
+                if fields is not None:
+                    await redis.xadd(log_key, fields)  # type: ignore[arg-type]
+                await redis.delete(lead_key)
+                await redis.pexpire(log_key, 30_000)
+        except RedisFault as fault:
+            self._fault(fault)
 
     # -- following -------------------------------------------------------------------------
 
@@ -207,7 +200,6 @@ class RemoteShare:
         """Serve ``broadcast`` from the leader's stream. False when nothing came at all and
         the caller should make its own upstream call."""
         log_key, lead_key = self._prefix + key + ":log", self._prefix + key + ":lead"
-        redis = self._redis
         parser = SSEParser()
         last = b"0-0"
         head: Head | None = None
@@ -218,7 +210,7 @@ class RemoteShare:
                 now = time.monotonic()
                 if not entries:
                     if head is None:
-                        if now - started > first_event_timeout or not await redis.exists(lead_key):
+                        if now - started > first_event_timeout or not await self._exists(lead_key):
                             return False
                     elif now - last_seen > idle_timeout:
                         _lost(broadcast, "the sharing instance stopped sending")
@@ -236,8 +228,7 @@ class RemoteShare:
                         _lost(broadcast, "the sharing instance's answer was lost")
                         return True
                     if kind == b"head":
-                        headers = orjson.loads(fields.get(b"h", b"{}"))
-                        head = Head(fields.get(b"p", b"").decode(), headers)
+                        head = _head(fields)
                     elif kind == b"frames" and head is not None:
                         events = parser.feed(fields.get(b"b", b""), time.perf_counter())
                         if broadcast.head is None:
@@ -248,14 +239,16 @@ class RemoteShare:
                     elif kind == b"end":
                         _end(broadcast, fields)
                         return True
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._unreachable(exc)
-            if broadcast.head is None:
-                return False
-            _lost(broadcast, "lost the connection to the sharing instance")
-            return True
+        except RedisFault as fault:
+            self._fault(fault)
+            message = "lost the connection to the sharing instance"
+        except _UNREADABLE as exc:  # another version's entry, or a damaged one: not Redis's fault
+            self._say("redis_bad_entry", exc)
+            message = "the sharing instance's answer could not be read"
+        if broadcast.head is None:
+            return False
+        _lost(broadcast, message)
+        return True
 
     # -- provider breakers -----------------------------------------------------------------
 
@@ -267,34 +260,38 @@ class RemoteShare:
     async def _publish_open(self, provider: str, seconds: float, reason: str) -> None:
         message = orjson.dumps({"i": self.instance, "p": provider, "ms": _ms(seconds), "r": reason})
         try:
-            await self._redis.set(self._prefix + "health:" + provider, message, px=_ms(seconds))
-            await self._redis.publish(self._prefix + "health", message)
-        except Exception as exc:
-            self._unreachable(exc)
+            async with self._link.use() as redis:
+                await redis.set(self._prefix + "health:" + provider, message, px=_ms(seconds))
+                await redis.publish(self._prefix + "health", message)
+        except RedisFault as fault:
+            self._fault(fault)
 
     async def follow_health(self, apply: OpenElsewhere) -> None:
         """Apply the other instances' breaker openings until cancelled: those still running
         when this starts (the keys), then each new one (the channel). Survives Redis outages."""
+        link = self._link
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = link.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._prefix + "health")
+                async with link.mapped():
+                    await pubsub.subscribe(self._prefix + "health")
                 # read after subscribing, so that nothing published in between is missed
-                async for key in self._redis.scan_iter(match=self._prefix + "health:*"):
-                    message, left = await self._redis.get(key), await self._redis.pttl(key)
-                    if message and left > 0:
-                        self._apply_open(message, apply, left / 1000)
+                async with link.use() as redis:
+                    async for key in redis.scan_iter(match=self._prefix + "health:*"):
+                        message, left = await redis.get(key), await redis.pttl(key)
+                        if message and left > 0:
+                            self._apply_open(message, apply, left / 1000)
                 while True:
-                    got = await pubsub.get_message(timeout=1.0)
+                    async with link.mapped():
+                        got = await pubsub.get_message(timeout=1.0)
                     if got is not None and got.get("type") == "message":
                         self._apply_open(got["data"], apply, None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._unreachable(exc)
+            except RedisFault as fault:
+                self._fault(fault)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(RedisFault):
+                    async with link.mapped():
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(_BACKOFF)
 
     def _apply_open(self, message: bytes | str, apply: OpenElsewhere, left: float | None) -> None:
@@ -312,16 +309,33 @@ class RemoteShare:
 
     async def _read(self, log_key: str, last: bytes) -> list[_Entry]:
         """Entries after ``last``, waiting up to ``_BLOCK_MS`` for the first (RESP2 reply:
-        ``[[stream, [(id, {field: value})...]]]``, or nothing on timeout)."""
-        reply: Any = await self._redis.xread({log_key: last}, count=64, block=_BLOCK_MS)
+        ``[[stream, [(id, {field: value})...]]]``, or nothing on timeout). No free connection
+        is nothing yet: the follower's own deadlines decide how long it waits."""
+        try:
+            async with self._link.use() as redis:
+                reply: Any = await redis.xread({log_key: last}, count=64, block=_BLOCK_MS)
+        except RedisBusy:
+            return []
         return cast(list[_Entry], reply[0][1]) if reply else []
 
-    def _unreachable(self, exc: BaseException) -> None:
+    async def _exists(self, key: str) -> bool:
+        try:
+            async with self._link.use() as redis:
+                return bool(await redis.exists(key))
+        except RedisBusy:
+            return True  # cannot tell now: keep waiting, within first_event_timeout
+
+    def _fault(self, fault: RedisFault) -> None:
+        """Say so at most once a minute per kind; skip Redis for a while if it is down."""
+        if fault.backs_off:
+            self._down_until = time.monotonic() + _BACKOFF
+        self._say(fault.event, fault)
+
+    def _say(self, event: str, exc: BaseException) -> None:
         now = time.monotonic()
-        self._down_until = now + _BACKOFF
-        if now - self._warned_at >= _WARN_EVERY:
-            self._warned_at = now
-            self._warn("redis_unavailable", f"{type(exc).__name__}: {exc}"[:200])
+        if now - self._warned_at.get(event, -_WARN_EVERY) >= _WARN_EVERY:
+            self._warned_at[event] = now
+            self._warn(event, exc)
 
 
 def _ms(seconds: float) -> int:
@@ -338,6 +352,13 @@ def _failure_fields(failure: Failure) -> dict[bytes, bytes]:
         b"committed": b"1" if failure.committed else b"0",
         b"provider": failure.provider.encode(),
     }
+
+
+def _head(fields: dict[bytes, bytes]) -> Head:
+    headers = orjson.loads(fields.get(b"h", b"{}"))
+    if not isinstance(headers, dict):
+        raise ValueError("head entry: headers are not an object")
+    return Head(fields.get(b"p", b"").decode(), headers)
 
 
 def _end(broadcast: Broadcast, fields: dict[bytes, bytes]) -> None:
