@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ccbalancer.proxy import auth, handler, info
+from ccbalancer.proxy import auth, dashboard, handler, info
 from ccbalancer.runtime import RUNTIME, Runtime
 
 
@@ -24,8 +24,9 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/providers", info.providers)
     app.router.add_post("/providers/reload", info.reload)
     app.router.add_get("/metrics", info.metrics)
-    app.router.add_get("/dashboard", info.dashboard)
-    app.router.add_get("/dashboard/data", info.dashboard_data)
+    app.router.add_get("/dashboard", dashboard.page)
+    app.router.add_get("/dashboard/data", dashboard.data)
+    app.router.add_get("/dashboard/request/{request_id}", dashboard.request_detail)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         await runtime.start()

@@ -31,6 +31,7 @@ from ccbalancer.dialects.base import Dialect
 from ccbalancer.dialects.openai import OpenAIDialect
 from ccbalancer.errors import ConfigError
 from ccbalancer.observe.history import History
+from ccbalancer.observe.inflight import InFlight
 from ccbalancer.observe.logs import (
     Redactor,
     debug_enabled,
@@ -97,6 +98,7 @@ class Runtime:
         self.redactor.add(*secrets_of(config))
         self.metrics = Metrics()
         self.recent = RecentRequests()
+        self.inflight = InFlight()  # requests being answered now (the dashboard's streams)
         self.sessions = RecentSessions()
         self.refusals = Refusals(self.log, clock)
         settings = config.settings
@@ -205,6 +207,7 @@ class Runtime:
             )
 
     def finished(self, record: RequestRecord) -> None:
+        self.inflight.discard(record.request_id)
         self.accounts.finished(record)
         log_request(self.log, record)
         self.metrics.request_finished(record)
