@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ccbalancer.proxy import auth, handler, info
+from ccbalancer.proxy import auth, dashboard, handler, info
 from ccbalancer.proxy.connection import Site, expect_continue
 from ccbalancer.runtime import RUNTIME, Runtime
 
@@ -29,8 +29,11 @@ def build_app(runtime: Runtime) -> web.Application:
     router.add_get("/providers", info.providers, expect_handler=expect)
     router.add_post("/providers/reload", info.reload, expect_handler=expect)
     router.add_get("/metrics", info.metrics, expect_handler=expect)
-    router.add_get("/dashboard", info.dashboard, expect_handler=expect)
-    router.add_get("/dashboard/data", info.dashboard_data, expect_handler=expect)
+    router.add_get("/dashboard", dashboard.page, expect_handler=expect)
+    router.add_get("/dashboard/data", dashboard.data, expect_handler=expect)
+    router.add_get(
+        "/dashboard/request/{request_id}", dashboard.request_detail, expect_handler=expect
+    )
     router.add_route("*", "/{anything:.*}", info.unknown, expect_handler=expect)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:

@@ -32,6 +32,7 @@ from ccbalancer.dialects.base import Dialect
 from ccbalancer.dialects.openai import OpenAIDialect
 from ccbalancer.errors import ConfigError
 from ccbalancer.observe.history import History
+from ccbalancer.observe.inflight import InFlight
 from ccbalancer.observe.logs import (
     Redactor,
     debug_enabled,
@@ -99,6 +100,7 @@ class Runtime:
         self.redactor.add(*secrets_of(config))
         self.metrics = Metrics()
         self.recent = RecentRequests()
+        self.inflight = InFlight()  # requests being answered now (the dashboard's streams)
         self.sessions = RecentSessions()
         self.refusals = Refusals(self.log, clock)
         self.bodies = BodyBudget()  # request bodies in flight, all requests together
@@ -225,6 +227,7 @@ class Runtime:
 
     def finished(self, record: RequestRecord) -> None:
         record.bound()  # client-chosen text is capped before it is logged or stored
+        self.inflight.discard(record.request_id)
         self.accounts.finished(record)
         log_request(self.log, record)
         self.metrics.request_finished(record)

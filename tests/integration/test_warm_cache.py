@@ -70,10 +70,12 @@ async def test_a_warm_session_leaves_only_when_its_provider_has_no_room_and_show
     assert await _served_by(b, "turn 7") == "b"  # and stays where it went
 
     data = await (await b.session.get(b.url + "/dashboard/data")).json()
-    (session,) = [s for s in data["cache_sessions"] if s["session"].startswith("s1")]
-    assert session["provider"] == "b" and session["moves"] == 1 and session["answers"] == 7
+    (session,) = [s for s in data["sessions"] if s["session"] == "s1"]  # one table, joined
+    assert session["provider"] == "b" and session["moves"] == 1 and session["requests"] == 7
+    (route,) = session["routes"]
+    assert route["answers"] == 7 and route["provider"] == "b"
     move = session["last_move"]
-    assert (move["from"], move["to"]) == ("a", "b")
+    assert (move["from"], move["to"], move["route"]) == ("a", "b", "*")
     assert move["hit_rate_before"] == pytest.approx(3000 / 3100, abs=0.001)
     assert move["hit_rate_after"] == 0.0
 

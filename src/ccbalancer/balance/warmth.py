@@ -74,15 +74,19 @@ class CacheWarmth:
         entry.last = now
         return moved
 
-    def rows(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The most recently active sessions first: their provider now, the hit rate there,
-        and for the last move the hit rate before (at the old provider) and after."""
+    def rows(self, limit: int | None = 50) -> list[dict[str, Any]]:
+        """The most recently active sessions first (``limit`` of them; None: all): their
+        provider now, the hit rate there, and for the last move the hit rate before (at the
+        old provider) and after."""
+        entries = list(self._sessions.values())
+        if limit is not None:
+            entries = entries[-limit:]
         out = []
-        for entry in list(self._sessions.values())[-limit:][::-1]:
+        for entry in entries[::-1]:
             stints = list(entry.stints)
             current = stints[-1]
             row: dict[str, Any] = {
-                "session": entry.session[:12],
+                "session": entry.session,
                 "route": entry.route,
                 "provider": current.provider,
                 "answers": sum(s.answers for s in stints),

@@ -49,6 +49,10 @@ class RequestRecord:
     duration: float = 0.0
     events: int = 0
     bytes: int = 0
+    # how the answer's events were spaced as they arrived (leader only): a stream that stuttered
+    gaps: int = 0  # gaps between consecutive events
+    gap_p50: float | None = None  # seconds, the median gap
+    gap_max: float | None = None  # seconds, the longest
     input_tokens: int = 0  # every prompt token: fresh, read from and written to the cache
     output_tokens: int = 0
     stop_reason: str | None = None

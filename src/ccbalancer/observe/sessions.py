@@ -21,6 +21,7 @@ class _Session:
     client: str
     model: str
     first: float
+    provider: str = ""  # the provider that served its last answer
     last: float = 0.0
     requests: int = 0
     prompt_tokens: int = 0
@@ -48,6 +49,7 @@ class RecentSessions:
         else:
             self._sessions.move_to_end(record.session)
         session.model = record.model
+        session.provider = record.provider
         session.last = record.started + record.duration
         session.requests += 1
         session.prompt_tokens += record.input_tokens
@@ -68,6 +70,7 @@ class RecentSessions:
                     "session": key,
                     "client": s.client,
                     "model": s.model,
+                    "provider": s.provider,
                     "first": s.first,
                     "last": s.last,
                     "requests": s.requests,

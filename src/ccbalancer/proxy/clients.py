@@ -12,12 +12,15 @@ every request reaches however it ends.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ccbalancer.accounting import NOBODY, Refused
+from ccbalancer.accounting.clients import digest
+from ccbalancer.config.schema import Config
 from ccbalancer.dialects.session import cache_session
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy.auth import CLIENT
@@ -74,3 +77,19 @@ def _digest(key: str) -> str:
     if not key:
         return ""
     return "key-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def record_sessions(config: Config) -> Callable[[str], str]:
+    """Maps a sticky session key (``dialects.session.session_key``, what stickiness and cache
+    warmth are kept under) to the record's ``session`` that ``gate`` fills (what costs are
+    kept under): Claude Code's session id is both; a session told apart only by its key is
+    its named client's name, or the key's digest as ``_digest`` spells it."""
+    names = {"key:" + (c.key_sha256 or digest(c.key).hex())[:16]: c.name for c in config.clients}
+    names["key:" + hashlib.sha256(b"").hexdigest()[:16]] = ""  # no key: no record session
+
+    def of(sticky: str) -> str:
+        if not sticky.startswith("key:"):
+            return sticky
+        return names.get(sticky, "key-" + sticky[4:16])
+
+    return of

@@ -149,6 +149,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     record.role = role
     sub_id = hub.subscribe(broadcast)
     runtime.metrics.subscriber_added()
+    runtime.inflight.add(record, broadcast)  # until runtime.finished(record)
     try:
         if stream:
             await writer.wait_ready(broadcast)
@@ -232,6 +233,7 @@ def _fill(record: RequestRecord, broadcast: Broadcast, t0: float) -> None:
     if record.role in ("leader", "none"):
         record.attempts = list(outcome.attempts)
         record.ttfc = outcome.ttfc
+        record.gaps, record.gap_p50, record.gap_max = broadcast.gaps()
     record.provider = record.provider or outcome.provider
     if outcome.recovered and record.outcome == "ok":
         record.outcome = "recovered"

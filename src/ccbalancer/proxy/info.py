@@ -1,4 +1,5 @@
-"""The small endpoints: probes, health, providers, models, metrics, reload, count_tokens.
+"""The small endpoints: probes, health, providers, models, metrics, reload, count_tokens (the
+dashboard's are in ``dashboard.py``).
 
 None of them reveals a secret: providers are shown by name, type and state only (no URL
 credentials, no keys, no proxy).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import time
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -75,7 +75,8 @@ def providers_view(runtime: Runtime) -> list[dict[str, object]]:
     return out
 
 
-def _usable(runtime: Runtime) -> int:
+def usable(runtime: Runtime) -> int:
+    """Providers enabled and available now."""
     now = runtime.clock()
     return sum(
         1
@@ -86,15 +87,15 @@ def _usable(runtime: Runtime) -> int:
 
 async def health(request: web.Request) -> web.Response:
     runtime: Runtime = request.app[RUNTIME]
-    usable = _usable(runtime)
+    available = usable(runtime)
     body = {
-        "status": "ok" if usable else "unavailable",
-        "providers_available": usable,
+        "status": "ok" if available else "unavailable",
+        "providers_available": available,
         "providers_total": len(runtime.config.providers),
         "uptime_s": round(time.time() - runtime.started, 1),
         "active_streams": runtime.hub.live,
     }
-    return _json(body, 200 if usable else 503)
+    return _json(body, 200 if available else 503)
 
 
 async def providers(request: web.Request) -> web.Response:
@@ -161,41 +162,6 @@ async def reload(request: web.Request) -> web.Response:
             422, "invalid_request_error", f"config rejected, old config kept: {error}"
         )
     return _json({"status": "reloaded", "providers": [p.name for p in config.providers]})
-
-
-@functools.cache
-def _dashboard_page() -> bytes:
-    return resources.files("ccbalancer.observe").joinpath("dashboard.html").read_bytes()
-
-
-async def dashboard(request: web.Request) -> web.Response:
-    """The page itself holds no data (it may be served without a key); it fetches
-    ``dashboard/data`` with the key the user enters."""
-    return web.Response(body=_dashboard_page(), content_type="text/html", charset="utf-8")
-
-
-async def dashboard_data(request: web.Request) -> web.Response:
-    runtime: Runtime = request.app[RUNTIME]
-    recent = runtime.recent
-    return _json(
-        {
-            "providers": providers_view(runtime),
-            "providers_available": _usable(runtime),
-            "active_streams": runtime.hub.live,
-            "totals": {"requests": recent.requests, "errors": recent.errors},
-            "auth_failures": {
-                "recent": runtime.refusals.recent(),
-                "window_s": runtime.refusals.window,
-                "total": runtime.refusals.total,
-            },
-            "recent": recent.rows(),
-            "series": {"ttft": recent.ttft_series(), "throughput": recent.throughput_series()},
-            # per Claude Code session: prompt-cache hit rate where it is, and around its moves
-            "cache_sessions": runtime.planner.warmth.rows(),
-            "usage": await runtime.accounts.view(),
-            "sessions": runtime.sessions.rows(),
-        }
-    )
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -256,6 +256,10 @@ class Broadcast:
         events trimmed meanwhile)."""
         return self._log.received(index)
 
+    def gaps(self) -> tuple[int, float | None, float | None]:
+        """How the answer's events were spaced as they arrived: ``FrameLog.gaps``."""
+        return self._log.gaps()
+
     def get(self, index: int) -> Event:
         """Event ``index``, parsed again from its frame. Raises ``Lagged`` if trimmed."""
         log = self._log

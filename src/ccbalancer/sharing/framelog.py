@@ -11,6 +11,7 @@ Sans-IO; ``frame(i)`` is exactly the bytes given to ``append``.
 
 from __future__ import annotations
 
+import operator
 from array import array
 
 # What a stored frame costs beyond its stored bytes: its end offset, template number and
@@ -116,6 +117,16 @@ class FrameLog:
             return 0.0
         since = self._received[offset]
         return self._epoch + since if since >= 0 else 0.0
+
+    def gaps(self) -> tuple[int, float | None, float | None]:
+        """The gaps between consecutive frames' arrivals (synthesised frames left out) among
+        those retained: how many, their median and the longest, in seconds. Computed once per
+        answer, from the receive times kept anyway, so the per-event path pays nothing."""
+        times = [t for t in self._received if t >= 0]
+        if len(times) < 2:
+            return 0, None, None
+        spans = sorted(map(operator.sub, times[1:], times[:-1]))
+        return len(spans), spans[len(spans) // 2], spans[-1]
 
     def drop_oldest(self, count: int) -> None:
         """Forget the ``count`` oldest retained frames."""

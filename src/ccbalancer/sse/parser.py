@@ -4,7 +4,10 @@
 its frame (``raw``) so passthrough never re-encodes. Any byte split parses to the same events
 (property-tested). Line ends may be LF, CRLF or bare CR; ``:`` comment lines and frames without
 data are dropped; multi-line ``data:`` is joined with LF. A frame larger than ``max_event_bytes``
-raises ``SSEError`` instead of growing without bound.
+raises ``SSEError`` instead of growing without bound. A frame is dispatched on the CR of a
+CRLF blank line when a read ends there (never held for a byte that may not come); the LF that
+follows leads the next frame's ``raw``, so the only byte not forwarded is such an LF read alone
+after the stream's last frame.
 """
 
 from __future__ import annotations
