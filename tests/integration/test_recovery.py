@@ -102,6 +102,9 @@ async def test_the_sdk_reads_one_message_and_the_record_says_recovered(
     assert message.usage.input_tokens == 25  # the first provider's
     row = b.runtime.recent.rows()[0]
     assert row["outcome"] == "recovered"
+    timing = b.runtime.recent.detail(row["request_id"])["timing"]
+    # every event the client got has its arrival time, the continuation's rewritten ones too
+    assert timing["gaps"] == timing["events"] - 1
     assert row["tried"].startswith("a:mid_stream(") and ", b:continued" in row["tried"]
     metrics = b.runtime.metrics.registry.get_sample_value
     assert (

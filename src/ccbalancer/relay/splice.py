@@ -73,26 +73,32 @@ class Splice:
     def feed(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         for event in events:
-            kind = event.name
-            if kind == "message_start":
-                continue
-            if kind in ("ping", "message_stop"):
-                out.append(event)
-                continue
-            payload = event.json()
-            if kind == "content_block_start":
-                self._start(payload, out)
-            elif kind == "content_block_delta":
-                self._delta(event, payload, out)
-            elif kind == "content_block_stop":
-                self._stop(event, payload, out)
-            elif kind == "message_delta":
-                self._release(out)
-                self._close_open(out)
-                out.append(self._final_delta(payload))
-            else:
-                out.append(event)  # an event type this code does not know: as it came
+            made = len(out)
+            self._one(event, out)
+            for rewritten in out[made:]:  # when the bytes arrived: the per-event timing
+                rewritten.received = rewritten.received or event.received
         return out
+
+    def _one(self, event: Event, out: list[Event]) -> None:
+        kind = event.name
+        if kind == "message_start":
+            return
+        if kind in ("ping", "message_stop"):
+            out.append(event)
+            return
+        payload = event.json()
+        if kind == "content_block_start":
+            self._start(payload, out)
+        elif kind == "content_block_delta":
+            self._delta(event, payload, out)
+        elif kind == "content_block_stop":
+            self._stop(event, payload, out)
+        elif kind == "message_delta":
+            self._release(out)
+            self._close_open(out)
+            out.append(self._final_delta(payload))
+        else:
+            out.append(event)  # an event type this code does not know: as it came
 
     def _start(self, payload: dict[str, Any], out: list[Event]) -> None:
         index = payload["index"]
