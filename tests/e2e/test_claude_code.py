@@ -7,7 +7,9 @@ provider trouble, so the routes always leave a healthy candidate and any ``api_r
 from the CLI stops the run at once and fails the test.
 
 The binary comes from ``CCB_CLAUDE_BIN`` (set by scripts/test), else the pinned install under
-``.cache/claude-code``, else ``/opt/cc``; without any of them the tests are skipped.
+``.cache/claude-code``, else ``/opt/cc``; without any of them the tests are skipped. Tests
+that must hold for the next release too (``claude_versions``) also run ``CCB_CLAUDE_BIN_NEXT``
+(2.1.332, installed by scripts/test under ``.cache/claude-code-2.1.332``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,27 @@ def claude_bin() -> str:
             return str(candidate)
     searched = ", ".join(str(p) for p in FALLBACK_BINARIES)
     pytest.skip(f"Claude Code CLI not installed: CCB_CLAUDE_BIN unset and none of {searched}")
+
+
+NEXT_VERSION = "2.1.332"
+NEXT_BINARY = REPO / f".cache/claude-code-{NEXT_VERSION}/node_modules/.bin/claude"
+
+
+@pytest.fixture(params=["pinned", NEXT_VERSION])
+def claude_versions(request: pytest.FixtureRequest, claude_bin: str) -> str:
+    """The pinned CLI, then the next release: a test using this runs on both."""
+    if request.param == "pinned":
+        return claude_bin
+    configured = os.environ.get("CCB_CLAUDE_BIN_NEXT")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            pytest.fail(f"CCB_CLAUDE_BIN_NEXT={configured!r} is not an executable file")
+        return configured
+    if os.access(NEXT_BINARY, os.X_OK):
+        return str(NEXT_BINARY)
+    if os.environ.get("CCB_CLAUDE_BIN"):  # CI set the pinned one up: the next is owed too
+        pytest.fail(f"Claude Code {NEXT_VERSION} not installed (scripts/test installs it)")
+    pytest.skip(f"Claude Code {NEXT_VERSION} not installed at {NEXT_BINARY}")
 
 
 @dataclass
@@ -517,13 +540,13 @@ async def _image_turn(claude_bin: str, b: Any, tmp_path: Path) -> tuple[CliRun, 
 
 
 async def test_an_image_read_by_a_tool_reaches_an_anthropic_provider_as_is(
-    claude_bin, mock, balancer_factory, tmp_path
+    claude_versions, mock, balancer_factory, tmp_path
 ):
     mock.enqueue("good", _read_png_script(tmp_path / "work" / "pixel.png"))
     mock.configure("good", Script(text="CCB_IMAGE_OK a red square"))
     b = await balancer_factory(failing_first_config(mock))
 
-    run, picture = await _image_turn(claude_bin, b, tmp_path)
+    run, picture = await _image_turn(claude_versions, b, tmp_path)
 
     assert_succeeded(run, "CCB_IMAGE_OK a red square")
     (tool_use,) = run.blocks("assistant", "tool_use")
@@ -539,7 +562,7 @@ async def test_an_image_read_by_a_tool_reaches_an_anthropic_provider_as_is(
 
 
 async def test_an_image_read_by_a_tool_reaches_an_openai_provider_as_an_image_part(
-    claude_bin, mock, balancer_factory, tmp_path
+    claude_versions, mock, balancer_factory, tmp_path
 ):
     """PROTOCOL.md c.1: a tool message cannot carry an image, so it keeps the result's text
     (Claude Code adds a system reminder next to the image) and the image follows as an
@@ -552,7 +575,7 @@ async def test_an_image_read_by_a_tool_reaches_an_openai_provider_as_an_image_pa
     mock.configure("bad", Script(status=529, error_type="overloaded_error"))
     b = await balancer_factory(text)
 
-    run, _ = await _image_turn(claude_bin, b, tmp_path)
+    run, _ = await _image_turn(claude_versions, b, tmp_path)
 
     assert_succeeded(run, "CCB_OA_IMAGE_OK a red square")
     (tool_use,) = run.blocks("assistant", "tool_use")
