@@ -295,6 +295,9 @@ _COUNTS = (
 
 def log_request(logger: BoundLogger, record: RequestRecord) -> None:
     """The one summary line per request; warning level for anything but a clean success."""
+    clean = record.outcome == "ok"
+    if clean and not logger.isEnabledFor(logging.INFO):
+        return  # (log_level WARNING) not even the fields are built: this runs per request
     fields: dict[str, Any] = {k: getattr(record, k) for k in _SUMMARY}
     fields["tried"] = [{k: getattr(a, k) for k in _TRIED} for a in record.attempts]
     fields["ttfb_ms"] = _ms(record.ttfb)
@@ -307,7 +310,7 @@ def log_request(logger: BoundLogger, record: RequestRecord) -> None:
         fields["kind"] = record.kind
     if record.rule:
         fields["rule"] = record.rule
-    log = logger.info if record.outcome == "ok" else logger.warning
+    log = logger.info if clean else logger.warning
     log("request", **fields)
 
 
