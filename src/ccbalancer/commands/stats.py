@@ -177,20 +177,29 @@ def _db_path(args: argparse.Namespace) -> str:
     return load_config(explicit or DEFAULT_CONFIG).settings.history.path
 
 
-def run(args: argparse.Namespace) -> int:
+def history_rows(args: argparse.Namespace, command: str) -> list[dict[str, Any]] | int:
+    """The history's rows of ``--since`` (``--db``, else the config's ``history.path``), or the
+    exit code once ``command`` has said why there are none: 2 for a bad argument or config,
+    1 for a file it cannot read, 0 for no history yet."""
     try:
         since = parse_since(args.since)
         path = _db_path(args)
     except (ValueError, ConfigError) as exc:
-        print(f"ccbalancer stats: {exc}", file=sys.stderr)
+        print(f"ccbalancer {command}: {exc}", file=sys.stderr)
         return 2
     if not Path(path).is_file():
         print(f"no history yet at {path}")
         return 0
     try:
-        rows = History.query(path, since)
+        return History.query(path, since)
     except sqlite3.Error as exc:
-        print(f"ccbalancer stats: cannot read {path}: {exc}", file=sys.stderr)
+        print(f"ccbalancer {command}: cannot read {path}: {exc}", file=sys.stderr)
         return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = history_rows(args, "stats")
+    if isinstance(rows, int):
+        return rows
     print(format_stats(rows, args.since))
     return 0

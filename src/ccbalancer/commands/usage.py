@@ -13,17 +13,13 @@ from the request history (``stats`` stays about providers).
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ccbalancer.commands.stats import _db_path, _table, parse_since, plural
-from ccbalancer.errors import ConfigError
-from ccbalancer.observe.history import History
+from ccbalancer.commands.stats import _table, history_rows, plural
 
 GROUPS = ("client", "model", "provider", "session")
 _UPSTREAM_ROLES = frozenset({"leader", "none"})
@@ -133,20 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        since = parse_since(args.since)
-        path = _db_path(args)
-    except (ValueError, ConfigError) as exc:
-        print(f"ccbalancer usage: {exc}", file=sys.stderr)
-        return 2
-    if not Path(path).is_file():
-        print(f"no history yet at {path}")
-        return 0
-    try:
-        rows = History.query(path, since)
-    except sqlite3.Error as exc:
-        print(f"ccbalancer usage: cannot read {path}: {exc}", file=sys.stderr)
-        return 1
+    rows = history_rows(args, "usage")
+    if isinstance(rows, int):
+        return rows
     if args.json:
         sys.stdout.write(as_json(rows, args.since, args.by).decode() + "\n")
     else:
