@@ -41,7 +41,6 @@ PROVIDER_STATES = ("healthy", "cooling_down", "half_open")
 AUTH_KEYS = frozenset({"missing", "wrong"})
 NO_PROVIDER = "none"  # label for requests no provider served (every candidate failed)
 ANONYMOUS = "anonymous"  # the client label without named clients
-TOKEN_KINDS = ("fresh", "cache_read", "cache_write", "output")
 CLIENT_LIMITS = frozenset({
     "models", "price", "requests_per_minute", "max_concurrency", "tokens_per_day",
     "usd_per_day", "usd_per_month",
@@ -161,7 +160,6 @@ class Metrics:
             ["client", "limit"],
             registry=r,
         )
-        self._client_series: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._shared = Counter(
             "ccbalancer_shared_total",
             "Requests by sharing role (follower and cache are served without an upstream call).",
@@ -252,28 +250,25 @@ class Metrics:
                 child(self._failovers, attempt.provider, reason).inc()
 
     def _client_usage(self, record: RequestRecord, provider: str) -> None:
-        key = (record.client or ANONYMOUS, provider)
-        series = self._client_series.get(key)
-        if series is None:  # labels() costs a lock and a lookup: once per client and provider
-            kinds = [self._client_tokens.labels(*key, kind) for kind in TOKEN_KINDS]
-            series = self._client_series[key] = (*kinds, self._client_cost.labels(*key))
-        fresh, read, write, output, usd = series
+        client, child, tokens = record.client or ANONYMOUS, self._child, self._client_tokens
         cached = record.cache_read_tokens + record.cache_write_tokens
-        fresh.inc(max(0, record.input_tokens - cached))
-        read.inc(record.cache_read_tokens)
-        write.inc(record.cache_write_tokens)
-        output.inc(record.output_tokens)
-        if record.cost_usd is not None:
-            usd.inc(record.cost_usd)
+        child(tokens, client, provider, "fresh").inc(max(0, record.input_tokens - cached))
+        child(tokens, client, provider, "cache_read").inc(record.cache_read_tokens)
+        child(tokens, client, provider, "cache_write").inc(record.cache_write_tokens)
+        child(tokens, client, provider, "output").inc(record.output_tokens)
+        child(self._client_cost, client, provider).inc(record.cost_usd or 0.0)
 
     def client_refused(self, client: str, limit: str) -> None:
-        self._client_refusals.labels(client, _bounded(limit, CLIENT_LIMITS)).inc()
+        self._child(self._client_refusals, client, _bounded(limit, CLIENT_LIMITS)).inc()
 
     def forget_client(self, client: str) -> None:
-        for metric in (self._client_tokens, self._client_cost, self._client_refusals):
+        metrics = (self._client_tokens, self._client_cost, self._client_refusals)
+        ids = {id(metric) for metric in metrics}
+        self._children = {
+            k: v for k, v in self._children.items() if not (k[0] in ids and k[1] == client)
+        }
+        for metric in metrics:
             metric.remove_by_labels({"client": client})
-        for key in [k for k in self._client_series if k[0] == client]:
-            del self._client_series[key]
 
     def auth_failed(self, key: str) -> None:
         """A request refused for its key: ``missing`` or ``wrong``."""
@@ -326,8 +321,6 @@ class Metrics:
             self._client_cost,
         ):
             metric.remove_by_labels({"provider": provider})
-        for key in [k for k in self._client_series if k[1] == provider]:
-            del self._client_series[key]
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
