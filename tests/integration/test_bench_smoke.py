@@ -244,3 +244,48 @@ def test_reference_nginx_is_stopped_when_the_bench_ends(nginx_run):
         if any(workdir in part for part in p.info["cmdline"] or ())
     ]
     assert left == []
+
+
+# -- --reference aiohttp: the floor of the prescribed stack ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def floor_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    args = ["--smoke", "--scenario", "streams100", "--scenario", "nonstream"]
+    args += ["--reference", "aiohttp"]
+    return run_bench(args, tmp_path_factory.mktemp("bench") / "floor.json")
+
+
+def test_reference_aiohttp_runs_every_scenario_through_the_floor_losslessly(floor_run):
+    """The floor is a real proxy: every event of every stream and every non-streaming answer
+    reaches the client through it, each request costs the mock one call, and its own process
+    is what the CPU figure measured."""
+    proc, report = floor_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["floor"]["name"] == "aiohttp"
+    for name in ("streams100", "nonstream"):
+        for repeat in report["scenarios"][name]["repeats"]:
+            floor = repeat["floor"]
+            c = floor["completeness"]
+            assert c["streams"] > 0
+            assert c["finished"] == c["streams"], (name, c)
+            assert (c["missing"], c["duplicated"], c["reordered"], c["unexpected"]) == (0, 0, 0, 0)
+            assert floor["upstream_calls"] == c["streams"]
+            assert floor["cpu_s"] > 0
+            assert repeat["vs_floor"]["cpu_per_event"] > 0
+            assert "floor_vs_nginx" not in repeat  # nginx did not run
+    assert "ccbalancer / aiohttp floor" in proc.stdout
+    assert "aiohttp floor / nginx" not in proc.stdout
+
+
+def test_reference_aiohttp_is_stopped_when_the_bench_ends(floor_run):
+    proc, _ = floor_run
+    assert "ccbalancer / aiohttp floor" in proc.stdout  # it ran
+    left = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if "ccbalancer.bench.floor" in (p.info["cmdline"] or ())
+    ]
+    assert left == []

@@ -60,6 +60,30 @@ def test_report_shows_the_median_of_per_repeat_ratios_and_judges_targets_on_it()
     assert checks["TTFB p50 <= 2x nginx"]["value"] == "3 x"
 
 
+def test_each_target_says_where_the_aiohttp_floor_stands_against_nginx():
+    """With ``--reference aiohttp`` beside nginx, a target line tells whether the thinnest
+    proxy on the prescribed stack meets it: the difference between "our code is too slow" and
+    "nothing on this stack can"."""
+    balancer, nginx = _run(0.30, 900.0, 40.0), _run(0.10, 1000.0, 2.0)
+    floor = _run(0.21, 990.0, 8.0)
+    repeat = {
+        "vs_nginx": compare.ratios(balancer, nginx),
+        "vs_floor": compare.ratios(balancer, floor),
+        "floor_vs_nginx": compare.ratios(floor, nginx),
+    }
+    median = report.merge([repeat])
+    checks = {c["target"]: c for c in compare.targets({"streams1000": {"median": median}})}
+    cpu = checks["CPU/event <= 2x nginx"]
+    assert (cpu["met"], cpu["floor"], cpu["floor_met"]) == (False, 2.1, False)
+    assert cpu["value"] == "3 x   (aiohttp floor: 2.1 x, not met)"
+    rate = checks["events/s >= 0.95x nginx"]
+    assert (rate["met"], rate["floor_met"]) == (False, True)
+    assert rate["value"] == "0.9 x   (aiohttp floor: 0.99 x, met)"
+    text = compare.lines({"streams1000": {"median": median}})
+    assert "ccbalancer / aiohttp floor" in text
+    assert "aiohttp floor / nginx" in text
+
+
 def test_no_ratio_against_a_missing_or_zero_figure():
     ours = _run(0.1, 100.0, 1.0)
     theirs = _run(0.0, 100.0, 1.0) | {"ttfb_ms": {"p50": None}}

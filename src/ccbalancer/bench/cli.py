@@ -1,12 +1,12 @@
 """``ccbalancer bench``: the load generator and its report (DESIGN.md sections 2 and 10).
 
-Starts the mock (and nginx for ``--reference nginx``) and, per scenario repeat, a fresh
-balancer per run as child processes (or targets running ones), runs each scenario directly
-against the mock, then through the balancer, nginx and each ``--variant``, and prints one table
-with all of them, their differences and ratios. ``--duration`` runs the soak instead. The exit
-status is 1 when any run lost, duplicated or reordered an event or left a stream unfinished
-(what the CI smoke checks), 2 when the flags or the processes under test cannot be used and
-130 when interrupted; timings never decide it.
+Starts the mock (and nginx or the aiohttp floor for ``--reference``) and, per scenario repeat,
+a fresh balancer per run as child processes (or targets running ones), runs each scenario
+directly against the mock, then through the balancer, the references and each ``--variant``,
+and prints one table with all of them, their differences and ratios. ``--duration`` runs the
+soak instead. The exit status is 1 when any run lost, duplicated or reordered an event or left
+a stream unfinished (what the CI smoke checks), 2 when the flags or the processes under test
+cannot be used and 130 when interrupted; timings never decide it.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
 
 from ccbalancer.bench import compare, reference, report, runner, soak, variants
 from ccbalancer.bench.client import HEADERS, headers_with
+from ccbalancer.bench.floor import floor_child
 from ccbalancer.bench.procs import (
     MOCK_URL_ENV,
     Child,
@@ -76,9 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="soak: gap between events (0.05)",
     )  # fmt: skip
     parser.add_argument(
-        "--reference", choices=["nginx"],
-        help="also run every scenario through nginx and report ccbalancer's ratios to it"
-        f" (needs {reference.NGINX}: {reference.INSTALL})",
+        "--reference", action="append", choices=["nginx", "aiohttp"], default=[],
+        help="also run every scenario through nginx (needs"
+        f" {reference.NGINX}: {reference.INSTALL}) or through the thinnest aiohttp proxy (the"
+        " floor of the prescribed stack), and report ccbalancer's ratios to it (repeatable)",
     )  # fmt: skip
     parser.add_argument(
         "--nginx-binary", default=reference.NGINX, metavar="PATH",
@@ -120,7 +123,7 @@ def _refusal(args: argparse.Namespace) -> str | None:
     if args.variant and args.balancer_url:
         return "--variant needs balancers the bench starts itself (drop --balancer-url)"
     binary = Path(args.nginx_binary)
-    if args.reference == "nginx" and not (binary.is_file() and os.access(binary, os.X_OK)):
+    if "nginx" in args.reference and not (binary.is_file() and os.access(binary, os.X_OK)):
         return f"--reference nginx needs {binary}, which is missing: {reference.INSTALL}"
     return None
 
@@ -189,7 +192,7 @@ async def _main(args: argparse.Namespace, logs: Path, chosen: list[Variant], nof
             return await _soak(args, mock_url, balancers, source)
         setup = runner.Setup(mock_url, mock_pid, balancers, variants=chosen)
         about: dict[str, Any] = {"reference": None, "variants": [v.describe() for v in chosen]}
-        if args.reference == "nginx":
+        if "nginx" in args.reference:
             nginx, config = reference.nginx_child(args.nginx_binary, mock_url, logs, nofile)
             children.append(nginx)
             await nginx.start()
@@ -198,6 +201,12 @@ async def _main(args: argparse.Namespace, logs: Path, chosen: list[Variant], nof
             about["reference"] = {
                 "name": "nginx", "binary": args.nginx_binary, "version": version, "config": config,
             }  # fmt: skip
+        if "aiohttp" in args.reference:
+            floor = floor_child(mock_url, logs)
+            children.append(floor)
+            await floor.start()
+            setup = dataclasses.replace(setup, floor=runner.Target.at(floor.url, floor.pid))
+            about["floor"] = {"name": "aiohttp", "aiohttp": aiohttp.__version__}
         return await _scenarios(args, setup, source, about)
     finally:
         for child in reversed(children):

@@ -1,5 +1,6 @@
-"""ccbalancer beside nginx (``--reference nginx``) and beside its own variants (``--variant``):
-ratios, the ratio targets of the relay issue, and their part of the printed report (sans-IO).
+"""ccbalancer beside nginx (``--reference nginx``), beside the aiohttp floor (``--reference
+aiohttp``) and beside its own variants (``--variant``): ratios, the ratio targets of the relay
+issue, and their part of the printed report (sans-IO).
 
 A ratio is taken within one repeat (the runs it compares ran minutes apart on the same
 machine) and the report shows the median of those per-repeat ratios, not a ratio of medians.
@@ -52,17 +53,29 @@ TARGETS: tuple[Check, ...] = (
 
 def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
     """The relay issue's ratio targets whose scenario ran through nginx: median ratio, met
-    or not (the same shape as ``report.targets``)."""
+    or not (the same shape as ``report.targets``). When the aiohttp floor ran too, each check
+    also says where the floor itself stands against the same target (``floor``, ``floor_met``):
+    a target the floor misses is out of reach for anything built on the prescribed stack."""
     out: list[dict[str, Any]] = []
     for name, label, key, ok in TARGETS:
-        vs = _get(scenarios.get(name), ("median", "vs_nginx"))
+        median = _get(scenarios.get(name), ("median",))
+        vs = _get(median, ("vs_nginx",))
         if vs is None:
             continue
         value = vs.get(key)
         shown = "n/a" if value is None else f"{value:g} x"
-        met = None if value is None else ok(float(value))
-        out.append({"scenario": name, "target": label, "value": shown, "met": met})
+        check: dict[str, Any] = {"scenario": name, "target": label,
+                                 "met": None if value is None else ok(float(value))}  # fmt: skip
+        floor = _get(median, ("floor_vs_nginx", key))
+        if floor is not None:
+            check.update(floor=floor, floor_met=ok(float(floor)))
+            shown += f"   (aiohttp floor: {floor:g} x, {_verdict(ok(float(floor)))})"
+        out.append(check | {"value": shown})
     return out
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "not met"
 
 
 def _x(value: Any, width: int = 9) -> str:
@@ -77,21 +90,30 @@ def _cells(vs: dict[str, Any]) -> str:
 
 
 def lines(scenarios: dict[str, Any]) -> str:
-    """The ratio tables: ccbalancer / nginx per scenario with both proxies' added p99, and
-    each variant / the plain balancer. Empty when neither ran."""
+    """The ratio tables: ccbalancer / nginx per scenario with both proxies' added p99,
+    ccbalancer / the aiohttp floor, the floor / nginx, and each variant / the plain balancer.
+    Empty when none ran."""
     out: list[str] = []
     medians = {name: data["median"] for name, data in scenarios.items()}
-    with_nginx = {name: m for name, m in medians.items() if "vs_nginx" in m}
-    if with_nginx:
+    pairs = (  # (ratio key, numerator, its added key, denominator, its added key)
+        ("vs_nginx", "ccbalancer", "added", "nginx", "nginx_added"),
+        ("vs_floor", "ccbalancer", "added", "aiohttp floor", "floor_added"),
+        ("floor_vs_nginx", "aiohttp floor", "floor_added", "nginx", "nginx_added"),
+    )
+    for key, ours_name, ours_added, theirs_name, theirs_added in pairs:
+        rows = {name: m for name, m in medians.items() if key in m}
+        if not rows:
+            continue
         out += [
-            "ccbalancer / nginx, same run (median over repeats of each repeat's ratio;"
-            " CPU/ev < 1 and events/s > 1 favour ccbalancer; non-streaming: per request):",
-            f"  {'scenario':<13}{_COLUMNS} | added p99 ms vs direct: ccbalancer    nginx",
+            f"{ours_name} / {theirs_name}, same run (median over repeats of each repeat's ratio;"
+            f" CPU/ev < 1 and events/s > 1 favour {ours_name}; non-streaming: per request):",
+            f"  {'scenario':<13}{_COLUMNS} | added p99 ms vs direct:"
+            f" {ours_name:>13} {theirs_name:>13}",
         ]
-        for name, m in with_nginx.items():
-            ours = _get(m, ("added", "latency_ms", "p99"))
-            theirs = _get(m, ("nginx_added", "latency_ms", "p99"))
-            out.append(f"  {name:<13}{_cells(m['vs_nginx'])} |{_x(ours, 34)}{_x(theirs)}")
+        for name, m in rows.items():
+            ours = _get(m, (ours_added, "latency_ms", "p99"))
+            theirs = _get(m, (theirs_added, "latency_ms", "p99"))
+            out.append(f"  {name:<13}{_cells(m[key])} |{_x(ours, 37)}{_x(theirs, 14)}")
     with_variants = {name: m for name, m in medians.items() if m.get("variants")}
     if with_variants:
         out += [
