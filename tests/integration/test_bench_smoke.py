@@ -246,7 +246,7 @@ def test_reference_nginx_is_stopped_when_the_bench_ends(nginx_run):
     assert left == []
 
 
-# -- --reference aiohttp: the floor of the prescribed stack ---------------------------------------
+# -- --reference aiohttp / python: the floors -----------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -254,35 +254,36 @@ def floor_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[subprocess.CompletedProcess[str], dict]:
     args = ["--smoke", "--scenario", "streams100", "--scenario", "nonstream"]
-    args += ["--reference", "aiohttp"]
+    args += ["--reference", "aiohttp", "--reference", "python"]
     return run_bench(args, tmp_path_factory.mktemp("bench") / "floor.json")
 
 
-def test_reference_aiohttp_runs_every_scenario_through_the_floor_losslessly(floor_run):
-    """The floor is a real proxy: every event of every stream and every non-streaming answer
+@pytest.mark.parametrize("kind", ["aiohttp", "python"])
+def test_each_floor_runs_every_scenario_losslessly(floor_run, kind):
+    """A floor is a real proxy: every event of every stream and every non-streaming answer
     reaches the client through it, each request costs the mock one call, and its own process
     is what the CPU figure measured."""
     proc, report = floor_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert report["floor"]["name"] == "aiohttp"
+    assert report["floors"]["kinds"] == ["aiohttp", "python"]
     for name in ("streams100", "nonstream"):
         for repeat in report["scenarios"][name]["repeats"]:
-            floor = repeat["floor"]
+            floor = repeat[kind]
             c = floor["completeness"]
             assert c["streams"] > 0
             assert c["finished"] == c["streams"], (name, c)
             assert (c["missing"], c["duplicated"], c["reordered"], c["unexpected"]) == (0, 0, 0, 0)
             assert floor["upstream_calls"] == c["streams"]
             assert floor["cpu_s"] > 0
-            assert repeat["vs_floor"]["cpu_per_event"] > 0
-            assert "floor_vs_nginx" not in repeat  # nginx did not run
-    assert "ccbalancer / aiohttp floor" in proc.stdout
-    assert "aiohttp floor / nginx" not in proc.stdout
+            assert repeat[f"vs_{kind}"]["cpu_per_event"] > 0
+            assert f"{kind}_vs_nginx" not in repeat  # nginx did not run
+    assert f"ccbalancer / {kind} floor" in proc.stdout
+    assert f"{kind} floor / nginx" not in proc.stdout
 
 
-def test_reference_aiohttp_is_stopped_when_the_bench_ends(floor_run):
+def test_the_floors_are_stopped_when_the_bench_ends(floor_run):
     proc, _ = floor_run
-    assert "ccbalancer / aiohttp floor" in proc.stdout  # it ran
+    assert "ccbalancer / python floor" in proc.stdout  # they ran
     left = [
         p.info["pid"]
         for p in psutil.process_iter(["pid", "cmdline"])

@@ -1,6 +1,6 @@
 """``ccbalancer bench``: the load generator and its report (DESIGN.md sections 2 and 10).
 
-Starts the mock (and nginx or the aiohttp floor for ``--reference``) and, per scenario repeat,
+Starts the mock (and nginx or a floor for ``--reference``) and, per scenario repeat,
 a fresh balancer per run as child processes (or targets running ones), runs each scenario
 directly against the mock, then through the balancer, the references and each ``--variant``,
 and prints one table with all of them, their differences and ratios. ``--duration`` runs the
@@ -29,9 +29,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from ccbalancer.bench import compare, reference, report, runner, soak, variants
+from ccbalancer.bench import compare, floor, reference, report, runner, soak, variants
 from ccbalancer.bench.client import HEADERS, headers_with
-from ccbalancer.bench.floor import floor_child
 from ccbalancer.bench.procs import (
     MOCK_URL_ENV,
     Child,
@@ -78,10 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="soak: gap between events (0.05)",
     )  # fmt: skip
     parser.add_argument(
-        "--reference", action="append", choices=["nginx", "aiohttp"], default=[],
+        "--reference", action="append", choices=["nginx", *compare.FLOORS], default=[],
         help="also run every scenario through nginx (needs"
-        f" {reference.NGINX}: {reference.INSTALL}) or through the thinnest aiohttp proxy (the"
-        " floor of the prescribed stack), and report ccbalancer's ratios to it (repeatable)",
+        f" {reference.NGINX}: {reference.INSTALL}), through the thinnest aiohttp proxy (the"
+        " floor of the prescribed stack) or through the thinnest proxy with no HTTP library"
+        " (python), and report ccbalancer's ratios to it (repeatable)",
     )  # fmt: skip
     parser.add_argument(
         "--nginx-binary", default=reference.NGINX, metavar="PATH",
@@ -201,12 +201,16 @@ async def _main(args: argparse.Namespace, logs: Path, chosen: list[Variant], nof
             about["reference"] = {
                 "name": "nginx", "binary": args.nginx_binary, "version": version, "config": config,
             }  # fmt: skip
-        if "aiohttp" in args.reference:
-            floor = floor_child(mock_url, logs)
-            children.append(floor)
-            await floor.start()
-            setup = dataclasses.replace(setup, floor=runner.Target.at(floor.url, floor.pid))
-            about["floor"] = {"name": "aiohttp", "aiohttp": aiohttp.__version__}
+        floors: dict[str, runner.Target] = {}
+        for kind in dict.fromkeys(args.reference):
+            if kind in compare.FLOORS:
+                child = floor.floor_child(kind, mock_url, logs)
+                children.append(child)
+                await child.start()
+                floors[compare.FLOORS[kind].key] = runner.Target.at(child.url, child.pid)
+        if floors:
+            setup = dataclasses.replace(setup, floors=floors)
+            about["floors"] = {"kinds": list(floors), "aiohttp": aiohttp.__version__}
         return await _scenarios(args, setup, source, about)
     finally:
         for child in reversed(children):

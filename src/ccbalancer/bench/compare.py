@@ -9,7 +9,23 @@ machine) and the report shows the median of those per-repeat ratios, not a ratio
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """One floor (``floor.py``): its key in a repeat's results (``vs_<key>``,
+    ``<key>_vs_nginx``...) and its label in the printed report (at most 14 characters)."""
+
+    key: str
+    label: str
+
+
+FLOORS = {  # by --reference name
+    "aiohttp": Floor("aiohttp", "aiohttp floor"),
+    "python": Floor("python", "python floor"),
+}
 
 # (name, path inside a run's metrics)
 RATIOS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -53,9 +69,10 @@ TARGETS: tuple[Check, ...] = (
 
 def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
     """The relay issue's ratio targets whose scenario ran through nginx: median ratio, met
-    or not (the same shape as ``report.targets``). When the aiohttp floor ran too, each check
-    also says where the floor itself stands against the same target (``floor``, ``floor_met``):
-    a target the floor misses is out of reach for anything built on the prescribed stack."""
+    or not (the same shape as ``report.targets``). When a floor ran too, each check also says
+    where that floor stands against the same target (``floors``: key -> ratio and met): a
+    target the aiohttp floor misses is out of reach for anything built on the prescribed stack;
+    one the python floor misses, for anything in CPython on this machine."""
     out: list[dict[str, Any]] = []
     for name, label, key, ok in TARGETS:
         median = _get(scenarios.get(name), ("median",))
@@ -66,16 +83,17 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
         shown = "n/a" if value is None else f"{value:g} x"
         check: dict[str, Any] = {"scenario": name, "target": label,
                                  "met": None if value is None else ok(float(value))}  # fmt: skip
-        floor = _get(median, ("floor_vs_nginx", key))
-        if floor is not None:
-            check.update(floor=floor, floor_met=ok(float(floor)))
-            shown += f"   (aiohttp floor: {floor:g} x, {_verdict(ok(float(floor)))})"
+        notes = []
+        for floor in FLOORS.values():
+            theirs = _get(median, (f"{floor.key}_vs_nginx", key))
+            if theirs is not None:
+                met = ok(float(theirs))
+                check.setdefault("floors", {})[floor.key] = {"value": theirs, "met": met}
+                notes.append(f"{floor.label}: {theirs:g} x, {'met' if met else 'not met'}")
+        if notes:
+            shown += f"   ({'; '.join(notes)})"
         out.append(check | {"value": shown})
     return out
-
-
-def _verdict(met: bool) -> str:
-    return "met" if met else "not met"
 
 
 def _x(value: Any, width: int = 9) -> str:
@@ -91,15 +109,16 @@ def _cells(vs: dict[str, Any]) -> str:
 
 def lines(scenarios: dict[str, Any]) -> str:
     """The ratio tables: ccbalancer / nginx per scenario with both proxies' added p99,
-    ccbalancer / the aiohttp floor, the floor / nginx, and each variant / the plain balancer.
-    Empty when none ran."""
+    ccbalancer / each floor, each floor / nginx, and each variant / the plain balancer. Empty
+    when none ran."""
     out: list[str] = []
     medians = {name: data["median"] for name, data in scenarios.items()}
-    pairs = (  # (ratio key, numerator, its added key, denominator, its added key)
-        ("vs_nginx", "ccbalancer", "added", "nginx", "nginx_added"),
-        ("vs_floor", "ccbalancer", "added", "aiohttp floor", "floor_added"),
-        ("floor_vs_nginx", "aiohttp floor", "floor_added", "nginx", "nginx_added"),
-    )
+    # (ratio key, numerator, its added key, denominator, its added key)
+    pairs = [("vs_nginx", "ccbalancer", "added", "nginx", "nginx_added")]
+    for f in FLOORS.values():
+        pairs.append((f"vs_{f.key}", "ccbalancer", "added", f.label, f"{f.key}_added"))
+    for f in FLOORS.values():
+        pairs.append((f"{f.key}_vs_nginx", f.label, f"{f.key}_added", "nginx", "nginx_added"))
     for key, ours_name, ours_added, theirs_name, theirs_added in pairs:
         rows = {name: m for name, m in medians.items() if key in m}
         if not rows:

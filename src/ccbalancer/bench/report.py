@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ccbalancer
+from ccbalancer.bench.compare import FLOORS
 from ccbalancer.bench.measure import TIMELINE_WINDOW as TIMELINE_SLICE
 
 # inside these objects every number is a count to add up over repeats
@@ -141,7 +142,7 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
 
 def runs(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every measured run of a repeat (or of the medians) by its label in the table."""
-    keys = ("direct", "balancer", "one_client", "nginx", "floor")
+    keys = ("direct", "balancer", "one_client", "nginx", *(f.key for f in FLOORS.values()))
     out = {key: result[key] for key in keys if key in result}
     for name, variant in result.get("variants", {}).items():
         out[f"v:{name}"] = variant["run"]
@@ -235,10 +236,11 @@ def table(scenarios: dict[str, Any], repeat: int) -> str:
             lines.append(_row("nginx", median["nginx"], False))
             lines.append(_row("nginx added", median["nginx_added"], True))
             lines.append(_cpu_line("nginx", median["nginx"], median["direct"]))
-        if "floor" in median:
-            lines.append(_row("aiohttp floor", median["floor"], False))
-            lines.append(_row("floor added", median["floor_added"], True))
-            lines.append(_cpu_line("aiohttp floor", median["floor"], median["direct"]))
+        for floor in FLOORS.values():
+            if floor.key in median:
+                lines.append(_row(floor.label, median[floor.key], False))
+                lines.append(_row("  added", median[f"{floor.key}_added"], True))
+                lines.append(_cpu_line(floor.label, median[floor.key], median["direct"]))
         for variant, value in median.get("variants", {}).items():
             lines.append(_row(f"v:{variant}"[:LABEL], value["run"], False))
             lines.append(_row("  added", value["added"], True))

@@ -1,6 +1,6 @@
 """One repeat of one scenario: the load sent directly to the mock, then the same load (fresh
 nonces, same parameters) through the balancer, through nginx (``--reference nginx``), through
-the aiohttp floor (``--reference aiohttp``) and through each ``--variant`` of the balancer.
+the floors (``--reference aiohttp``, ``--reference python``) and through each ``--variant``.
 
 Around each measured run the mock's request counter tells how many upstream calls the run cost
 (the sharing scenario must cost exactly one), and a ``Watch`` records the CPU and RSS of the
@@ -48,14 +48,15 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class Setup:
     """The mock (its root URL and PID when known), nginx when ``--reference nginx``, the
-    aiohttp floor when ``--reference aiohttp``, the variants, and how to get a fresh balancer
-    (plain: ``None``, or with a variant's config) for the duration of one run."""
+    floors (``--reference aiohttp`` / ``python``) by result key, the variants, and how to get
+    a fresh balancer (plain: ``None``, or with a variant's config) for the duration of one
+    run."""
 
     mock_url: str
     mock_pid: int | None
     balancer: Callable[[Variant | None], AbstractAsyncContextManager[Target]]
     nginx: Target | None = None
-    floor: Target | None = None
+    floors: Mapping[str, Target] = field(default_factory=dict)  # by compare.FLOORS key
     variants: Sequence[Variant] = ()
 
     @property
@@ -139,7 +140,7 @@ def _busy() -> float:
 
 
 async def run_repeat(scenario: Scenario, setup: Setup) -> dict[str, Any]:
-    """Direct, then through a fresh balancer, then through nginx and the aiohttp floor
+    """Direct, then through a fresh balancer, then through nginx and the floors
     (``--reference``), then through a fresh balancer per variant. The sharing scenario adds a
     one-client run through the plain balancer as the CPU baseline its target is stated
     against. Ratios are taken within the repeat, so the report's medians are medians of
@@ -163,15 +164,13 @@ async def run_repeat(scenario: Scenario, setup: Setup) -> dict[str, Any]:
             nginx_added=measure.added(direct, nginx),
             vs_nginx=compare.ratios(balancer, nginx),
         )
-    if setup.floor is not None:
-        floor = await measured_run(scenario, setup, setup.floor)
-        result.update(
-            floor=floor,
-            floor_added=measure.added(direct, floor),
-            vs_floor=compare.ratios(balancer, floor),
-        )
+    for key, floor_target in setup.floors.items():
+        floor = await measured_run(scenario, setup, floor_target)
+        result[key] = floor
+        result[f"{key}_added"] = measure.added(direct, floor)
+        result[f"vs_{key}"] = compare.ratios(balancer, floor)
         if "nginx" in result:
-            result["floor_vs_nginx"] = compare.ratios(floor, result["nginx"])
+            result[f"{key}_vs_nginx"] = compare.ratios(floor, result["nginx"])
     if setup.variants:
         result["variants"] = {}
     for variant in setup.variants:
