@@ -111,18 +111,22 @@ async def test_an_identical_request_at_another_instance_follows_the_call_in_flig
 async def test_a_stream_longer_than_the_claim_stays_claimed_while_it_runs(
     mock, balancer_factory, flushed
 ):
-    """The claim lasts ``deduplication_timeout`` (here 1 s) but is renewed by every batch the
-    leader mirrors: a request 1.5 s into a 2 s stream still follows it."""
-    mock.configure("a", Script(events=20, delay=0.1))
-    extra = "timeouts: {caching: {deduplication_timeout: 1}}\n"
+    """The claim lasts ``deduplication_timeout`` (here 0.3 s) but is renewed by every batch
+    the leader mirrors: a request arriving after the leader has been streaming for twice that
+    still follows it. The stream's own pacing is the clock: the follower is sent once the
+    leader has read 13 deltas the mock sends 50 ms apart (>= 0.6 s), no fixed sleep."""
+    mock.configure("a", Script(events=24, delay=0.05))
+    extra = "timeouts: {caching: {deduplication_timeout: 0.3}}\n"
     one, two = await _two(mock, flushed, balancer_factory, extra)
-    async with asyncio.TaskGroup() as group:
-        leader = group.create_task(one.post(msg()))
-        await until(lambda: len(mock.requests("a")) == 1)
-        await asyncio.sleep(1.5)
-        follower = await two.post(msg())
-        followed = await follower.read()
-    led = await leader.result().read()
+    leader = await one.post(msg())
+    led = b""
+    while led.count(b"event: content_block_delta") < 13:
+        chunk = await leader.content.readany()
+        assert chunk, "the leader's stream ended early"
+        led += chunk
+    follower = await two.post(msg())
+    followed = await follower.read()
+    led += await leader.read()
     assert follower.headers[SHARED] == "follower" and followed == led
     assert len(mock.requests("a")) == 1
 
