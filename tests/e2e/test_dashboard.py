@@ -464,3 +464,25 @@ async def test_one_sessions_table_shows_cost_provider_and_the_cache_around_moves
         ]  # fmt: skip
         assert await page.eval("document.getElementById('cache-sessions')") is None  # one table
         assert await page.eval("document.querySelectorAll('#sessions').length") == 1
+
+
+async def test_a_client_key_sees_its_own_part_of_the_page(tmp_path, mock, balancer_factory):
+    """With an admin key set, a client's key shows the page scoped to that client: its name
+    in the header, its rows only, no refused-keys count (the admin's to see)."""
+    bob = "sk-bob-dashboard-0000002"
+    team = CLIENTS + f"  - {{name: bob, key: {bob}}}\n"
+    settings = "admin_api_key: sk-admin-dashboard-00001\n"
+    b = await balancer_factory(config_text(mock, ["a"], settings=settings) + team)
+    await (await b.post(msg("from alice"), {"x-api-key": ALICE})).read()
+    await (await b.post(msg("from bob"), {"x-api-key": bob})).read()
+    async with live(tmp_path, b.url, ALICE) as page:
+        await page.wait_for("document.getElementById('scope').textContent",
+                            "alice: own requests only")  # fmt: skip
+        clients = (
+            "[...document.querySelectorAll('#recent tr.request')]"
+            ".map((tr) => tr.children[1].textContent)"
+        )
+        assert await page.wait_for(clients, ["alice"]) == ["alice"]
+        assert await page.eval("document.getElementById('k-auth-kpi').style.display") == "none"
+        assert await page.eval("document.getElementById('k-requests').textContent") == "1"
+        assert "bob" not in await page.eval("document.body.innerText")

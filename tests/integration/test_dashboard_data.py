@@ -165,3 +165,68 @@ async def test_refusals_at_the_door_and_by_a_provider_are_counted_apart_from_err
     assert data["totals"] == {
         "requests": 5, "errors": 2, "refused": 2, "cancelled": 0, "recovered": 0
     }  # fmt: skip
+
+
+BOB = "sk-bob-detail-0000000002"
+ADMIN = "sk-admin-dashboard-0001"
+TEAM = (
+    f"clients:\n  - {{name: alice, key: {ALICE}}}\n  - {{name: bob, key: {BOB}}}\n"
+)  # fmt: skip
+
+
+async def test_a_client_key_sees_its_own_requests_and_the_admin_key_every_clients(
+    mock, balancer_factory
+):
+    """In a team, the dashboard's data is the admin's: a client's key gets its own requests
+    (in flight and recent), totals, sessions and usage, and another client's request detail is
+    "gone"; the providers' figures stay whole. Nothing of bob's reaches alice."""
+    settings = f"admin_api_key: {ADMIN}\n"
+    b = await balancer_factory(config_text(mock, ["a"], settings=settings) + TEAM)
+
+    async def view(key: str) -> dict:
+        resp = await b.session.get(b.url + "/dashboard/data", headers={"x-api-key": key})
+        assert resp.status == 200
+        return orjson.loads(await resp.read())
+
+    as_alice = {"x-api-key": ALICE, "x-claude-code-session-id": "sess-alice-0000001"}
+    as_bob = {"x-api-key": BOB, "x-claude-code-session-id": "sess-bob-00000001"}
+    mine = await b.post(msg("alice asks"), as_alice)
+    await mine.read()
+    theirs = await b.post(msg("bob asks"), as_bob)
+    await theirs.read()
+    mock.enqueue("a", Script(stall_after=5))
+    running = await b.post(msg("bob waits", model="claude-haiku-4-5"), as_bob)
+    await read_until(running, 5)
+    await (await b.session.get(b.url + "/dashboard/data", headers={"x-api-key": "wrong"})).read()
+
+    alice = await view(ALICE)
+    assert alice["scope"] == "alice"
+    assert [r["client"] for r in alice["recent"]] == ["alice"]
+    assert alice["totals"]["requests"] == 1
+    assert alice["in_flight"] == [] and alice["in_flight_count"] == 0
+    assert [s["session"] for s in alice["sessions"]] == ["sess-alice-0000001"]
+    assert [u["client"] for u in alice["usage"]] == ["alice"]
+    assert alice["auth_failures"] is None and alice["active_streams"] is None
+    assert [p["name"] for p in alice["providers"]] == ["a"]  # the providers stay whole
+    text = orjson.dumps(alice).decode()
+    assert "bob" not in text and "sess-bob" not in text
+
+    status, _ = await _detail(b, mine.headers["x-ccbalancer-request-id"], {"x-api-key": ALICE})
+    assert status == 200
+    status, body = await _detail(b, theirs.headers["x-ccbalancer-request-id"], {"x-api-key": ALICE})
+    assert status == 404 and b"bob" not in body
+
+    admin = await view(ADMIN)
+    assert admin["scope"] is None
+    assert sorted(r["client"] for r in admin["recent"]) == ["alice", "bob"]
+    assert admin["totals"]["requests"] == 2
+    assert [r["client"] for r in admin["in_flight"]] == ["bob"] and admin["in_flight_count"] == 1
+    assert sorted(u["client"] for u in admin["usage"]) == ["alice", "bob"]
+    assert admin["auth_failures"]["recent"] == 1 and admin["active_streams"] == 1
+    status, _ = await _detail(b, theirs.headers["x-ccbalancer-request-id"], {"x-api-key": ADMIN})
+    assert status == 200
+    for path in ("/metrics", "/providers"):  # what an operator looks at opens to the admin key
+        assert (await b.session.get(b.url + path, headers={"x-api-key": ADMIN})).status == 200
+    refused = await b.post(msg("not a client"), {"x-api-key": ADMIN})  # but it is no client
+    assert refused.status == 401
+    running.close()

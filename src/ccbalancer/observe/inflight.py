@@ -41,16 +41,21 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._requests)
 
+    def count(self, client: str) -> int:
+        return sum(1 for record, _ in self._requests.values() if record.client == client)
+
     def add(self, record: RequestRecord, answer: Answer) -> None:
         self._requests[record.request_id] = (record, answer)
 
     def discard(self, request_id: str) -> None:
         self._requests.pop(request_id, None)
 
-    def rows(self, now: float, limit: int = 50) -> list[dict[str, Any]]:
-        """The oldest first; ``now`` is wall-clock time (a record's ``started``)."""
+    def rows(self, now: float, limit: int = 50, client: str | None = None) -> list[dict[str, Any]]:
+        """The oldest first, of every client or of ``client`` only; ``now`` is wall-clock
+        time (a record's ``started``)."""
         out = []
-        for record, answer in list(self._requests.values())[:limit]:
+        kept = [(r, a) for r, a in self._requests.values() if client in (None, r.client)]
+        for record, answer in kept[:limit]:
             progress = answer.outcome
             ttfc = progress.ttfc
             out.append(

@@ -83,27 +83,42 @@ class RecentRequests:
         self._records: deque[RequestRecord] = deque(maxlen=size)
         self.requests = 0
         self._counts = dict.fromkeys(COUNTED, 0)
+        # per client name (from the config, or "anonymous": a bounded set): requests first
+        self._by_client: dict[str, dict[str, int]] = {}
 
     def add(self, record: RequestRecord) -> None:
         self._records.append(record)
         self.requests += 1
+        mine = self._by_client.get(record.client)
+        if mine is None:
+            mine = self._by_client[record.client] = dict.fromkeys(("requests", *COUNTED), 0)
+        mine["requests"] += 1
         seen = verdict(record.outcome, record.status)
         if seen in self._counts:
             self._counts[seen] += 1
+            mine[seen] += 1
 
     @property
     def errors(self) -> int:
         return self._counts["error"]
 
-    def totals(self) -> dict[str, int]:
-        """Since start: requests, and how many were errors, refused, cancelled, recovered."""
-        return {"requests": self.requests, "errors": self.errors} | {
-            k: v for k, v in self._counts.items() if k != "error"
+    def totals(self, client: str | None = None) -> dict[str, int]:
+        """Since start: requests, and how many were errors, refused, cancelled, recovered —
+        of every client, or of ``client`` only."""
+        if client is None:
+            requests, counts = self.requests, self._counts
+        else:
+            counts = self._by_client.get(client) or dict.fromkeys(("requests", *COUNTED), 0)
+            requests = counts["requests"]
+        return {"requests": requests, "errors": counts["error"]} | {
+            k: counts[k] for k in COUNTED if k != "error"
         }
 
-    def rows(self, limit: int = 50) -> list[dict[str, Any]]:
+    def rows(self, limit: int = 50, client: str | None = None) -> list[dict[str, Any]]:
+        """The most recent first; of every client, or of ``client`` only."""
         out = []
-        for r in list(self._records)[-limit:][::-1]:
+        kept = [r for r in self._records if client is None or r.client == client]
+        for r in kept[-limit:][::-1]:
             tried = ", ".join(
                 f"{a.provider}:{a.outcome}" + (f"({a.detail})" if a.detail else "")
                 for a in r.attempts

@@ -60,10 +60,11 @@ class RecentSessions:
         else:
             session.usd += record.cost_usd
 
-    def rows(self, limit: int = 30) -> list[dict[str, Any]]:
-        """The most recently used first."""
+    def rows(self, limit: int = 30, client: str | None = None) -> list[dict[str, Any]]:
+        """The most recently used first; of every client, or of ``client`` only."""
         out = []
-        for key in list(reversed(self._sessions))[:limit]:
+        keys = [k for k in reversed(self._sessions) if client in (None, self._sessions[k].client)]
+        for key in keys[:limit]:
             s = self._sessions[key]
             out.append(
                 {

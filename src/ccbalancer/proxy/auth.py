@@ -5,7 +5,9 @@ Keys are compared in constant time (``hmac.compare_digest``; client keys as SHA-
 rate, never the key itself). Inbound auth is on with ``settings.auth.enabled`` or with
 ``clients:`` configured; the client a key belongs to is kept on the request (``CLIENT``) for
 the handler's admission. Admin endpoints need the admin key whenever auth is on and one is
-configured, and are refused to non-loopback callers otherwise. Unknown paths and unexpected
+configured, and are refused to non-loopback callers otherwise; the admin key also opens what
+an operator looks at (``OBSERVING``), and decides who sees every client's part of the
+dashboard (``sees_everyone``). Unknown paths and unexpected
 exceptions still answer in the Anthropic envelope, never a stack trace.
 """
 
@@ -27,6 +29,8 @@ ADMIN_PATHS = ("/providers/reload", "/admin/")
 # Claude Code probes HEAD / without credentials; the dashboard page holds no data (its data
 # endpoint is protected) and asks the user for the key.
 ALWAYS_OPEN = ("/", "/dashboard")
+# What an operator looks at: the admin key opens these too, though it is no client's key.
+OBSERVING = ("/dashboard/", "/providers", "/metrics")
 CLIENT = web.RequestKey("client", Client)  # who presented the request's key (auth on only)
 
 
@@ -53,6 +57,19 @@ def _loopback(request: web.Request) -> bool:
         return False
 
 
+def sees_everyone(request: web.Request, runtime: Runtime) -> bool:
+    """Whether this request may see every client's part of the observation endpoints (the
+    dashboard's data and request details): no ``clients`` are configured (one party), or it
+    presents the admin key, or — no admin key being set — it comes from this machine, the
+    rule of the admin endpoints. Any other client key sees only its own requests."""
+    if not runtime.config.clients:
+        return True
+    admin_keys = runtime.config.settings.admin_keys
+    if admin_keys:
+        return _matches(_presented(request), admin_keys)
+    return _loopback(request)
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     runtime: Runtime = request.app[RUNTIME]
@@ -75,10 +92,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     elif clients.enabled and path not in ALWAYS_OPEN and path not in auth.exempt_paths:
         presented = _presented(request)
         client = clients.identify(presented)
-        if client is None:
+        if client is not None:
+            request[CLIENT] = client
+        elif not (
+            path.startswith(OBSERVING)
+            and runtime.config.settings.admin_keys
+            and _matches(presented, runtime.config.settings.admin_keys)
+        ):
             runtime.rejected_key(presented, path, request.remote, admin=False)
             return respond.error_response(401, "authentication_error", "invalid x-api-key")
-        request[CLIENT] = client
     try:
         return await handler(request)
     except web.HTTPException as exc:
