@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 import sqlite3
 
 import pytest
@@ -406,3 +407,49 @@ def _w(now: float):
     from ccbalancer.accounting.budgets import windows
 
     return windows(now)
+
+
+def _sample(metrics: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text, whatever its labels' order (0 when absent)."""
+    for line in metrics.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head.startswith(name + "{"):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', head))
+            if found == labels:
+                return float(value)
+    return 0.0
+
+
+async def test_a_recovered_answer_counts_in_the_metrics_at_each_provider_that_made_it(
+    mock, balancer_factory
+):
+    """Cut mid-stream at a and finished by b: the client's token and cost series (and the
+    provider token totals) carry a's part under a and the continuation under b, and add up to
+    what the record and the ledger charged."""
+    pieces = ["Hello", " from", " the", " mock.", " Second", " line."]
+    fields = {"pieces": json.dumps(pieces), "providers": {"a": {"cut_after": 5}}}
+    prompt = f"go <<mock {json.dumps(fields)}>>"
+    b = await balancer_factory(team(mock, client_line("alice", ALICE), providers=("a", "b")))
+    resp = await b.post(msg(prompt, model="claude-opus-4-5"), as_(ALICE))
+    events = await read_events(resp)
+    assert events[-1][0] == "message_stop"
+    (row,) = b.runtime.recent.rows()
+    assert (row["outcome"], row["provider"]) == ("recovered", "a")
+    metrics = await (await b.session.get(b.url + "/metrics", headers=as_(ALICE))).text()
+
+    def tokens(provider: str, kind: str) -> float:
+        return _sample(metrics, "ccbalancer_client_tokens_total",
+                       client="alice", provider=provider, kind=kind)  # fmt: skip
+
+    def usd(provider: str) -> float:
+        return _sample(metrics, "ccbalancer_client_cost_usd_total", client="alice",
+                       provider=provider)  # fmt: skip
+
+    assert tokens("a", "fresh") == row["input_tokens"]  # the first provider: the prompt...
+    assert tokens("b", "output") > 0  # ...the continuation: what it wrote
+    assert tokens("b", "fresh") > 0  # (and the conversation it read again)
+    assert tokens("a", "output") + tokens("b", "output") == row["output_tokens"]
+    assert usd("a") > 0 and usd("b") > 0
+    assert usd("a") + usd("b") == pytest.approx(row["cost_usd"], rel=1e-9)
+    out_b = _sample(metrics, "ccbalancer_tokens_total", provider="b", direction="output")
+    assert out_b == tokens("b", "output")

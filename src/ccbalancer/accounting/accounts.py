@@ -24,7 +24,7 @@ from ccbalancer.accounting.prices import PriceBook
 from ccbalancer.accounting.shared import SharedLedger, Unavailable, Warn
 from ccbalancer.config.schema import Config
 from ccbalancer.errors import ClientError
-from ccbalancer.observe.record import DailyUsage, RequestRecord
+from ccbalancer.observe.record import Charged, DailyUsage, RequestRecord
 from ccbalancer.redislink import RedisLink
 
 Persist = Callable[[DailyUsage], None]
@@ -149,6 +149,7 @@ class Accounts:
         if record.provider and record.role in _UPSTREAM_ROLES:
             parts = split(record.provider, record_tokens(record), record.attempts)
             record.cost_usd = self._cost(record.model, parts)
+            record.charged = [_charged(p, t, self._cost(record.model, [(p, t)])) for p, t in parts]
         client = self._admitted.pop(record.request_id, None)
         if client is None:
             return  # refused at the door, or never got that far
@@ -208,6 +209,12 @@ class Accounts:
                 continue  # no anonymous keys in use: no row for them
             rows.append(_row(client, day, month, self.ledger.in_flight(name)))
         return rows
+
+
+def _charged(provider: str, tokens: Tokens, usd: float | None) -> Charged:
+    return Charged(
+        provider, tokens.fresh, tokens.cache_read, tokens.cache_write, tokens.output, usd
+    )
 
 
 def record_tokens(record: RequestRecord) -> Tokens:

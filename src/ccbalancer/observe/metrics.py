@@ -24,7 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString as _untyped_go_float
 
-from ccbalancer.observe.record import RequestRecord
+from ccbalancer.observe.record import Charged, RequestRecord
 
 _go_float = cast(Callable[[float], str], _untyped_go_float)  # the exposition's `le` spelling
 
@@ -85,6 +85,15 @@ class LoopHistogram:
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else "other"
+
+
+def _one_part(record: RequestRecord) -> Charged:
+    """The whole answer at its provider (a record nobody priced: ``accounting`` not run)."""
+    cached = record.cache_read_tokens + record.cache_write_tokens
+    return Charged(
+        record.provider, max(0, record.input_tokens - cached), record.cache_read_tokens,
+        record.cache_write_tokens, record.output_tokens, record.cost_usd,
+    )  # fmt: skip
 
 
 class Metrics:
@@ -231,9 +240,13 @@ class Metrics:
         if record.provider and record.role in ("leader", "none"):
             # Followers and cache replays cost no upstream tokens: counting them would double.
             # Zero increments still create the series, so a provider shows up at 0, not absent.
-            child(self._tokens, provider, "input").inc(record.input_tokens)
-            child(self._tokens, provider, "output").inc(record.output_tokens)
-            self._client_usage(record, provider)
+            # A recovered answer counts at each provider what it made (``record.charged``).
+            client = record.client or ANONYMOUS
+            for part in record.charged or [_one_part(record)]:
+                prompt = part.fresh_tokens + part.cache_read_tokens + part.cache_write_tokens
+                child(self._tokens, part.provider, "input").inc(prompt)
+                child(self._tokens, part.provider, "output").inc(part.output_tokens)
+                self._client_usage(client, part)
         for attempt in record.attempts:
             if attempt.hedged:
                 verdict = {"ok": "won", "cancelled": "lost"}.get(attempt.outcome, "failed")
@@ -249,14 +262,13 @@ class Metrics:
                 reason = _bounded(attempt.reason, REASONS)
                 child(self._failovers, attempt.provider, reason).inc()
 
-    def _client_usage(self, record: RequestRecord, provider: str) -> None:
-        client, child, tokens = record.client or ANONYMOUS, self._child, self._client_tokens
-        cached = record.cache_read_tokens + record.cache_write_tokens
-        child(tokens, client, provider, "fresh").inc(max(0, record.input_tokens - cached))
-        child(tokens, client, provider, "cache_read").inc(record.cache_read_tokens)
-        child(tokens, client, provider, "cache_write").inc(record.cache_write_tokens)
-        child(tokens, client, provider, "output").inc(record.output_tokens)
-        child(self._client_cost, client, provider).inc(record.cost_usd or 0.0)
+    def _client_usage(self, client: str, part: Charged) -> None:
+        child, tokens, provider = self._child, self._client_tokens, part.provider
+        child(tokens, client, provider, "fresh").inc(part.fresh_tokens)
+        child(tokens, client, provider, "cache_read").inc(part.cache_read_tokens)
+        child(tokens, client, provider, "cache_write").inc(part.cache_write_tokens)
+        child(tokens, client, provider, "output").inc(part.output_tokens)
+        child(self._client_cost, client, provider).inc(part.usd or 0.0)
 
     def client_refused(self, client: str, limit: str) -> None:
         self._child(self._client_refusals, client, _bounded(limit, CLIENT_LIMITS)).inc()

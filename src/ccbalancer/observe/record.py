@@ -33,6 +33,19 @@ class Attempt:
     hedged: bool = False  # started beside a slow first candidate (settings.hedge_after)
 
 
+@dataclass(frozen=True, slots=True)
+class Charged:
+    """What one provider made of an answer and what it costs there (``accounting``): one
+    part for a plain answer; a recovered one has a part per provider that continued it."""
+
+    provider: str
+    fresh_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    usd: float | None  # None: no known price at this provider
+
+
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
@@ -65,6 +78,7 @@ class RequestRecord:
     cache_write_tokens: int = 0  # 5-minute and 1-hour writes
     cache_write_1h_tokens: int = 0
     cost_usd: float | None = None  # None: no upstream call of its own, or no known price
+    charged: list[Charged] = field(default_factory=list)  # per provider; empty: no call
 
     def bound(self) -> None:
         """Cap the free-text fields (see ``MAX_STORED_CHARS``)."""
