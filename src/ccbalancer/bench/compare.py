@@ -1,6 +1,6 @@
-"""ccbalancer beside nginx (``--reference nginx``), beside the aiohttp floor (``--reference
-aiohttp``) and beside its own variants (``--variant``): ratios, the ratio targets of the relay
-issue, and their part of the printed report (sans-IO).
+"""ccbalancer beside nginx (``--reference nginx``), beside the floors (``--reference aiohttp``,
+``--reference python``: ``floor.py``) and beside its own variants (``--variant``): ratios, the
+ratio targets of the relay issue, and their part of the printed report (sans-IO).
 
 A ratio is taken within one repeat (the runs it compares ran minutes apart on the same
 machine) and the report shows the median of those per-repeat ratios, not a ratio of medians.

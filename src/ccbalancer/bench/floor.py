@@ -120,6 +120,7 @@ class _Front(asyncio.Protocol):
         self._buffer = b""
         self._back: asyncio.Transport | None = None
         self._waiting: list[bytes] | None = None  # requests written once connected
+        self._connecting: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -135,7 +136,7 @@ class _Front(asyncio.Protocol):
                 self._waiting.append(request)
             else:
                 self._waiting = [request]
-                asyncio.get_running_loop().create_task(self._connect())
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
     def _take(self) -> bytes | None:
         """The next complete request from the buffer, rewritten (``_READY`` for the ready
