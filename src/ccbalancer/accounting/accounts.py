@@ -148,8 +148,9 @@ class Accounts:
         """Every request ends here (admitted or not): price its record, free its slot."""
         if record.provider and record.role in _UPSTREAM_ROLES:
             parts = split(record.provider, record_tokens(record), record.attempts)
-            record.cost_usd = self._cost(record.model, parts)
             record.charged = [_charged(p, t, self._cost(record.model, [(p, t)])) for p, t in parts]
+            priced = [part.usd for part in record.charged if part.usd is not None]
+            record.cost_usd = sum(priced) if priced else None  # as ``_cost`` of all the parts
         client = self._admitted.pop(record.request_id, None)
         if client is None:
             return  # refused at the door, or never got that far
