@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ccbalancer.sse import MessageAccumulator, SSEError, SSEParser, encode_event
@@ -23,8 +23,13 @@ def _parse(chunks: list[bytes]) -> list:
     return events
 
 
+def _points(data: bytes, cuts: list[int]) -> set[int]:
+    """Where ``_split`` cuts ``data``: any integer, folded onto 0..len(data)."""
+    return {c % (len(data) + 1) for c in cuts}
+
+
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
+    points = sorted(_points(data, cuts))
     pieces, last = [], 0
     for p in points:
         pieces.append(data[last:p])
@@ -48,6 +53,8 @@ def test_recorded_stream_parses_to_named_events_with_exact_raw_bytes(sample):
     ending=st.sampled_from([b"\n", b"\r\n", b"\r"]),
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
 )
+# a cut past the end that folds onto the last byte (2062 bytes with CRLF: 4124 -> 2061)
+@example(sample=SAMPLES[0], ending=b"\r\n", cuts=[4124])
 def test_any_byte_split_and_line_ending_parses_to_the_same_events(sample, ending, cuts):
     raw = sample.read_bytes()
     reference = [(e.name, e.data) for e in _parse([raw])]
@@ -55,7 +62,7 @@ def test_any_byte_split_and_line_ending_parses_to_the_same_events(sample, ending
     events = _parse(_split(data, cuts))
     assert [(e.name, e.data) for e in events] == reference
     forwarded = b"".join(e.raw for e in events)
-    if ending == b"\r\n" and len(data) - 1 in cuts:
+    if ending == b"\r\n" and len(data) - 1 in _points(data, cuts):
         # The one byte that is not forwarded: the final frame is dispatched on the CR of its
         # blank line when a read ends there (never held back for a byte that may not come),
         # and the LF completing that CRLF, read alone at the very end, has no next frame to
