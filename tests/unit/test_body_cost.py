@@ -114,3 +114,14 @@ def test_leases_never_hold_more_than_the_limit_and_give_everything_back(
         lease.release()  # idempotent
     assert budget.used == 0
     assert not leases or not leases[0].resize(1, limit)  # a released lease holds nothing
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_the_estimate_counts_every_structural_byte_of_any_body(raw: bytes) -> None:
+    """The one-pass count (delete the rest, count what is left) is the per-character count."""
+    width = 1 if raw.isascii() else 4 if any(0xF0 <= b <= 0xF4 for b in raw) else 2
+    costs = {b"{": 72, b"[": 64, b":": 120, b'"': 26, b",": 36}
+    expected = width * len(raw) + sum(raw.count(char) * cost for char, cost in costs.items())
+    assert estimated_cost(raw) == expected
+    assert estimated_cost(bytearray(raw)) == expected
