@@ -19,7 +19,7 @@ import pytest
 
 import ccbalancer
 
-SCENARIOS = {"streams100", "streams1000", "flatout", "nonstream", "shared"}
+SCENARIOS = {"streams100", "streams1000", "flatout", "nonstream", "shared", "bigbody"}
 
 
 def run_bench(

@@ -115,13 +115,14 @@ async def run_whole(
     deadline: float,
     headers: Mapping[str, str] = HEADERS,
 ) -> list[Record]:
-    """``payloads`` sent by ``concurrency`` workers, each one request after another."""
-    queue = list(reversed(payloads))
+    """``payloads`` sent in order by ``concurrency`` workers, each one request after another
+    (a body is taken only when its request is sent: ``payloads`` may make them on demand)."""
+    pending = iter(payloads)
     done: list[Record] = []
 
     async def worker(http: aiohttp.ClientSession) -> None:
-        while queue:
-            done.append(await fetch(http, url, queue.pop(), deadline, headers=headers))
+        while (payload := next(pending, None)) is not None:
+            done.append(await fetch(http, url, payload, deadline, headers=headers))
 
     async with session(deadline) as http, asyncio.TaskGroup() as group:
         for i in range(concurrency):

@@ -46,6 +46,10 @@ http {{
     uwsgi_temp_path {workdir}/nginx-uwsgi;
     scgi_temp_path {workdir}/nginx-scgi;
     keepalive_requests 1000000;
+    # bodies up to the balancer's own limit, kept in memory (a 300 KB Claude Code body would
+    # otherwise go through a temp file: the default buffer is 16 KB)
+    client_max_body_size 32m;
+    client_body_buffer_size 1m;
 
     upstream mock {{
         server {upstream};

@@ -24,7 +24,7 @@ import psutil
 from ccbalancer.bench import compare, measure, report
 from ccbalancer.bench.client import HEADERS, get_json, run_streams, run_whole
 from ccbalancer.bench.procs import MB, Watch
-from ccbalancer.bench.scenarios import PROVIDER, Scenario, body
+from ccbalancer.bench.scenarios import PROVIDER, Bodies, Scenario, body
 from ccbalancer.bench.variants import Variant
 
 WARMUP_STREAMS = 5
@@ -71,14 +71,17 @@ async def upstream_calls(mock_url: str) -> int:
     return int(stats["requests_total"])
 
 
-def payloads(scenario: Scenario, run_id: str, clients: int | None = None) -> list[bytes]:
+def payloads(scenario: Scenario, run_id: str, clients: int | None = None) -> Sequence[bytes]:
     if scenario.kind == "shared":  # identical bodies on purpose: one nonce for the whole run
         return [body(run_id, scenario.events, scenario.delay, stream=True)] * (
             clients or scenario.clients
         )
     if scenario.kind == "whole":
-        count = scenario.requests
-        return [body(f"{run_id}-{i}", scenario.events, 0.0, stream=False) for i in range(count)]
+        events, context = scenario.events, scenario.context
+        return Bodies(
+            scenario.requests,
+            lambda i: body(f"{run_id}-{i}", events, 0.0, stream=False, context=context),
+        )
     count = clients or scenario.clients
     return [
         body(f"{run_id}-{i}", scenario.events, scenario.delay, stream=True) for i in range(count)

@@ -11,12 +11,15 @@ the ``shared`` scenario, whose clients send one identical body on purpose.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, overload
 
 import orjson
 
 Kind = Literal["stream", "whole", "shared"]
+Json = dict[str, Any]
 MODEL = "claude-sonnet-4-5"
 PROVIDER = "bench"  # the provider name the bench's balancer config and direct URLs use
 CLIENT_KEY = "bench-client"  # one client identity for every request (sharing is per client)
@@ -43,6 +46,7 @@ class Scenario:
     delay: float
     requests: int = 0
     ramp: float = 0.0
+    context: int = 0  # bytes of Claude Code-like context (system, tools, history) per body
 
     @property
     def label(self) -> str:
@@ -73,6 +77,10 @@ FULL: dict[str, Scenario] = {
         ),
         Scenario("shared", "100 identical clients share 1 stream (200 at 20 ms)", "shared", 100,
                  200, 0.02),
+        Scenario(
+            "bigbody", "1,000 non-streaming requests with a 300 KB context at concurrency 20",
+            "whole", 20, 5, 0.0, requests=1000, context=300_000,
+        ),
     )
 }  # fmt: skip
 
@@ -87,6 +95,8 @@ SMOKE: dict[str, Scenario] = {
         Scenario("nonstream", "smoke: 100 non-streaming at concurrency 10", "whole", 10, 5, 0.0,
                  requests=100),
         Scenario("shared", "smoke: 10 identical clients share 1 stream", "shared", 10, 20, 0.005),
+        Scenario("bigbody", "smoke: 20 non-streaming with a 300 KB context", "whole", 5, 5, 0.0,
+                 requests=20, context=300_000),
     )
 }  # fmt: skip
 
@@ -98,15 +108,103 @@ def select(names: list[str] | None, *, smoke: bool, burst: bool) -> list[Scenari
     return [dataclasses.replace(s, ramp=0.0) if burst else s for s in chosen]
 
 
-def body(nonce: str, events: int, delay: float, *, stream: bool) -> bytes:
+def body(nonce: str, events: int, delay: float, *, stream: bool, context: int = 0) -> bytes:
     """One Messages request whose prompt scripts the mock (stamped deltas) and carries
-    ``nonce``; identical nonces give identical bodies."""
+    ``nonce``; identical nonces give identical bodies. ``context``: about that many bytes of
+    what Claude Code sends before the prompt (a system prompt, tool definitions, a tool-using
+    history), the same for every body of that size."""
     directive = orjson.dumps({"stamp": True, "events": events, "delay": delay}).decode()
-    return orjson.dumps(
+    text = f"bench {nonce} <<mock {directive}>>"
+    request: dict[str, object] = {"model": MODEL, "max_tokens": 1024, "stream": stream}
+    if not context:
+        request["messages"] = [{"role": "user", "content": text}]
+        return orjson.dumps(request)
+    system, tools, history = _context(context)
+    last = {"role": "user", "content": [  # the last tool call's result, then the prompt
+        {"type": "tool_result", "tool_use_id": history[-1]["content"][-1]["id"],
+         "content": [{"type": "text", "text": "done"}]},
+        {"type": "text", "text": text},
+    ]}  # fmt: skip
+    request |= {"system": system, "tools": tools, "messages": [*history, last]}
+    return orjson.dumps(request)
+
+
+class Bodies(Sequence[bytes]):
+    """``count`` bodies made when asked for: a thousand 300 KB bodies are never all held."""
+
+    def __init__(self, count: int, make: Callable[[int], bytes]) -> None:
+        self._count, self._make = count, make
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return [self._make(i) for i in range(self._count)[index]]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._make(index % self._count)
+
+
+_WORDS = (
+    "def", "return", "self.items", "if not found:", "for line in lines:", "raise ValueError",
+    "# the caller holds the lock", "await", "x: int = 0", "{", "}", "import os", "path",
+)  # fmt: skip
+
+
+def _text(size: int, seed: int) -> str:
+    """Code-like text of about ``size`` characters (deterministic)."""
+    words, total, i = [], 0, seed
+    while total < size:
+        word = _WORDS[(i * 7 + seed) % len(_WORDS)]
+        words.append(word)
+        total += len(word) + 1
+        i += 1
+    return " ".join(words)
+
+
+@functools.cache
+def _context(size: int) -> tuple[list[Json], list[Json], list[Json]]:
+    """System blocks, 12 tools and a history of tool calls and results of about ``size``
+    bytes in all, shaped like a Claude Code main-loop request (CLAUDE_CODE.md section 3);
+    cached per size, so every body of a run shares the objects and differs in its prompt."""
+    system: list[Json] = [
+        {"type": "text", "text": "You are Claude Code."},
+        {"type": "text", "text": _text(7000, 1), "cache_control": {"type": "ephemeral"}},
+    ]
+    tools: list[Json] = [
         {
-            "model": MODEL,
-            "max_tokens": 1024,
-            "stream": stream,
-            "messages": [{"role": "user", "content": f"bench {nonce} <<mock {directive}>>"}],
+            "name": f"Tool{i}",
+            "description": _text(1500, i),
+            "input_schema": {
+                "type": "object",
+                "properties": {f"p{j}": {"type": "string", "description": _text(80, j)}
+                               for j in range(6)},
+                "required": ["p0"],
+            },
         }
-    )
+        for i in range(12)
+    ]  # fmt: skip
+    history: list[Json] = []
+    turn = 0
+    while len(orjson.dumps([system, tools, history])) < size:
+        tool_id = f"toolu_bench_{turn:05d}"
+        history += [
+            {"role": "user", "content": [{"type": "text", "text": _text(200, turn)}]}
+            if not history
+            else {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": f"toolu_bench_{turn - 1:05d}",
+                 "content": [{"type": "text", "text": _text(3500, turn)}]},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": _text(300, turn)},
+                {"type": "tool_use", "id": tool_id, "name": "Tool1",
+                 "input": {"p0": _text(60, turn)}},
+            ]},
+        ]  # fmt: skip
+        turn += 1
+    return system, tools, history  # ends with an assistant turn calling a tool
