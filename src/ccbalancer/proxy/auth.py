@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -34,12 +34,15 @@ OBSERVING = ("/dashboard/", "/providers", "/metrics")
 CLIENT = web.RequestKey("client", Client)  # who presented the request's key (auth on only)
 
 
-def _presented(request: web.Request) -> str:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    auth = request.headers.get("authorization", "")
+def bearer(headers: Mapping[str, str]) -> str:
+    """The token of an ``Authorization: Bearer`` header, or ""."""
+    auth = headers.get("authorization", "")
     return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
+def presented_key(headers: Mapping[str, str]) -> str:
+    """The key a request presents: ``x-api-key``, else ``Authorization: Bearer``."""
+    return headers.get("x-api-key") or bearer(headers)
 
 
 def _matches(presented: str, keys: tuple[str, ...]) -> bool:
@@ -66,7 +69,7 @@ def sees_everyone(request: web.Request, runtime: Runtime) -> bool:
         return True
     admin_keys = runtime.config.settings.admin_keys
     if admin_keys:
-        return _matches(_presented(request), admin_keys)
+        return _matches(presented_key(request.headers), admin_keys)
     return _loopback(request)
 
 
@@ -80,8 +83,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if admin:
         admin_keys = runtime.config.settings.admin_keys
         if clients.enabled and admin_keys:
-            if not _matches(_presented(request), admin_keys):
-                runtime.rejected_key(_presented(request), path, request.remote, admin=True)
+            key = presented_key(request.headers)
+            if not _matches(key, admin_keys):
+                runtime.rejected_key(key, path, request.remote, admin=True)
                 return respond.error_response(401, "authentication_error", "admin key required")
         elif not _loopback(request):
             return respond.error_response(
@@ -90,7 +94,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "admin endpoints are loopback-only while auth is off (or no admin key is set)",
             )
     elif clients.enabled and path not in ALWAYS_OPEN and path not in auth.exempt_paths:
-        presented = _presented(request)
+        presented = presented_key(request.headers)
         client = clients.identify(presented)
         if client is not None:
             request[CLIENT] = client

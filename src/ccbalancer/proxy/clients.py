@@ -23,7 +23,7 @@ from ccbalancer.accounting.clients import digest
 from ccbalancer.config.schema import Config
 from ccbalancer.dialects.session import cache_session
 from ccbalancer.observe.record import RequestRecord
-from ccbalancer.proxy.auth import CLIENT
+from ccbalancer.proxy.auth import CLIENT, presented_key
 from ccbalancer.runtime import Runtime
 
 
@@ -45,7 +45,7 @@ async def gate(
     client = request.get(CLIENT, NOBODY)
     record.client = client.name
     named = client is not NOBODY
-    presented = _presented(request)
+    presented = presented_key(request.headers)
     record.session = cache_session(request.headers, body) or (
         client.name if named else _digest(presented)
     )
@@ -61,15 +61,7 @@ def own_keys(request: web.Request) -> tuple[str, ...]:
     """The presented key when it is a named client's (``settings.auth.api_key``'s keys are
     known to the caller): a ``passthrough`` provider must never receive it."""
     client = request.get(CLIENT, NOBODY)
-    return (_presented(request),) if client is not NOBODY else ()
-
-
-def _presented(request: web.Request) -> str:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return (presented_key(request.headers),) if client is not NOBODY else ()
 
 
 def _digest(key: str) -> str:

@@ -20,6 +20,7 @@ from ccbalancer.dialects.session import session_key
 from ccbalancer.errors import ClientError
 from ccbalancer.observe.record import RequestRecord
 from ccbalancer.proxy import clients, respond, writer
+from ccbalancer.proxy.auth import bearer, presented_key
 from ccbalancer.proxy.body import check_headers, read_json_body
 from ccbalancer.relay.call import Call
 from ccbalancer.runtime import RUNTIME, Runtime
@@ -30,21 +31,11 @@ from ccbalancer.sharing.key import coalescing_key
 MAX_MODEL_CHARS = 256  # longer is no model name: refused before it is logged or stored
 
 
-def client_credential(headers: dict[str, str]) -> str:
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    auth = headers.get("authorization", "")
-    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-
-
 def passthrough_credential(headers: dict[str, str], own_keys: tuple[str, ...]) -> str:
     """The credential a ``passthrough`` provider receives: what the client presented, except
     the balancer's own inbound or admin keys, which never leave the balancer. A client that
     authenticates to the balancer with ``x-api-key`` can carry its upstream token as Bearer."""
-    auth = headers.get("authorization", "")
-    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    for candidate in (headers.get("x-api-key", ""), bearer):
+    for candidate in (headers.get("x-api-key", ""), bearer(headers)):
         if candidate and candidate not in own_keys:
             return candidate
     return ""
@@ -93,7 +84,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         model, stream, forced = admit(body)
         ticket = await clients.gate(request, runtime, record, model, body, forced)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        credential = client_credential(headers)
+        credential = presented_key(headers)
         own_keys = settings.auth.keys + settings.admin_keys + ticket.own_keys
         forwarded = passthrough_credential(headers, own_keys) if config.passthrough else ""
         # computed even with sharing off: it is also the check that the body can be

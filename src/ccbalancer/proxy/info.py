@@ -18,8 +18,9 @@ from ccbalancer.config.schema import Config
 from ccbalancer.dialects.estimate import estimate_input_tokens
 from ccbalancer.errors import ClientError, ConfigError, UpstreamError
 from ccbalancer.proxy import clients, respond
+from ccbalancer.proxy.auth import presented_key
 from ccbalancer.proxy.body import check_headers, read_json_body
-from ccbalancer.proxy.handler import MAX_MODEL_CHARS, client_credential, passthrough_credential
+from ccbalancer.proxy.handler import MAX_MODEL_CHARS, passthrough_credential
 from ccbalancer.relay.failures import Redaction
 from ccbalancer.runtime import RUNTIME, Runtime
 from ccbalancer.sharing.calls import Answer
@@ -183,7 +184,7 @@ async def count_tokens(request: web.Request) -> web.Response:
         own = settings.auth.keys + settings.admin_keys + clients.own_keys(request)
         forwarded = passthrough_credential(headers, own) if config.passthrough else ""
         # also the check that the body can be forwarded at all (orjson's depth limit: 400)
-        key = coalescing_key(client_credential(headers), body, headers, False, query, forwarded)
+        key = coalescing_key(presented_key(headers), body, headers, False, query, forwarded)
         answer = await runtime.counts.get(
             key, functools.partial(_count, runtime, config, model, body, headers, query, own)
         )
