@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 
 from ccbalancer.errors import error_type_for_status
-from ccbalancer.mock.act import Turn, user_words, working_directory
+from ccbalancer.mock.act import Turn
 from ccbalancer.mock.continuation import Continuation, asks_to_resume, delivered_blocks
 from ccbalancer.mock.dialect import (
     Call,
@@ -21,7 +21,7 @@ from ccbalancer.mock.dialect import (
     last_message,
     last_user_text,
     messages_of,
-    prompt_texts,
+    turn_of,
 )
 from ccbalancer.mock.plan import Block, Plan, final_text
 from ccbalancer.mock.rules import anthropic_refusal
@@ -125,14 +125,7 @@ class AnthropicDialect:
                     results.append(content_text(block.get("content")))
                 elif block.get("type") == "tool_use" and isinstance(block.get("input"), dict):
                     called = (str(block.get("name")), block["input"])
-        return Turn(
-            words=user_words(last_user_text(body)),
-            tools=frozenset(name for name in names if isinstance(name, str)),
-            tool_result=self.tool_result(body),
-            called=called,
-            results=tuple(results),
-            cwd=working_directory(*prompt_texts(body)),
-        )
+        return turn_of(body, names, self.tool_result(body), called, results)
 
     def headers(self, call: Call) -> dict[str, str]:
         return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ccbalancer.mock.act import Turn
+from ccbalancer.mock.act import Turn, user_words, working_directory
 from ccbalancer.mock.continuation import Continuation
 from ccbalancer.mock.plan import Plan
 from ccbalancer.mock.script import Script
@@ -115,3 +115,23 @@ def last_user_text(body: Json) -> str:
     """The text of the last user message, where both formats carry ``<<mock …>>`` directives."""
     message = last_message(body, "user")
     return content_text(message.get("content")) if message else ""
+
+
+def turn_of(
+    body: Json,
+    tool_names: list[Any],
+    tool_result: str | None,
+    called: tuple[str, dict[str, object]] | None,
+    results: list[str],
+) -> Turn:
+    """A ``Turn`` from what each wire format reads its own way (the offered tools' names, the
+    tool results, the last call) and what both read alike: the user's words, the working
+    directory."""
+    return Turn(
+        words=user_words(last_user_text(body)),
+        tools=frozenset(name for name in tool_names if isinstance(name, str)),
+        tool_result=tool_result,
+        called=called,
+        results=tuple(results),
+        cwd=working_directory(*prompt_texts(body)),
+    )

@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-from ccbalancer.mock.act import Turn, user_words, working_directory
+from ccbalancer.mock.act import Turn
 from ccbalancer.mock.continuation import Continuation, asks_to_resume
 from ccbalancer.mock.dialect import (
     Call,
@@ -21,7 +21,7 @@ from ccbalancer.mock.dialect import (
     content_text,
     last_user_text,
     messages_of,
-    prompt_texts,
+    turn_of,
 )
 from ccbalancer.mock.plan import Block, Plan, final_text
 from ccbalancer.mock.rules import openai_refusal
@@ -125,14 +125,7 @@ class OpenAIDialect:
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
                     called = (str(function.get("name")), _arguments(function.get("arguments")))
-        return Turn(
-            words=user_words(last_user_text(body)),
-            tools=frozenset(name for name in names if isinstance(name, str)),
-            tool_result=self.tool_result(body),
-            called=called,
-            results=tuple(results),
-            cwd=working_directory(*prompt_texts(body)),
-        )
+        return turn_of(body, names, self.tool_result(body), called, results)
 
     def headers(self, call: Call) -> dict[str, str]:
         return {"x-request-id": call.request_id}
