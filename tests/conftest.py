@@ -416,6 +416,18 @@ async def read_events(resp: aiohttp.ClientResponse) -> list[tuple[str, dict[str,
     return parse_frames(await resp.read())
 
 
+async def read_until(resp: aiohttp.ClientResponse, frames: int) -> bytes:
+    """Reads a streaming answer until ``frames`` events arrived (its end need not come); what
+    was read. Bounded: 30 s, and a stream that ends first fails the test."""
+    seen = b""
+    async with asyncio.timeout(30):
+        while seen.count(b"\n\n") < frames:
+            chunk = await resp.content.readany()
+            assert chunk, seen
+            seen += chunk
+    return seen
+
+
 @dataclass
 class RawAnswer:
     status: int

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from ccbalancer.mock import Script
-from tests.conftest import config_text, msg
+from tests.conftest import config_text, msg, read_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -213,15 +213,6 @@ def _cell(table: str, row: str, cell: str) -> str:
     return f"document.querySelector('#{table} tr[{row}] {cell}')?.textContent"
 
 
-async def _read_frames(resp, frames: int) -> None:
-    seen = b""
-    async with asyncio.timeout(30):
-        while seen.count(b"\n\n") < frames:
-            chunk = await resp.content.readany()
-            assert chunk, seen
-            seen += chunk
-
-
 CLIENTS = f"clients:\n  - {{name: alice, key: {ALICE}}}\n"
 
 
@@ -232,7 +223,7 @@ async def test_active_streams_list_a_running_stream_until_its_client_leaves_as_c
     mock.enqueue("a", Script(stall_after=5))  # message_start, ping, block start, two deltas
     resp = await b.post(msg("stalls", model="claude-haiku-4-5"), {"x-api-key": ALICE})
     request_id = resp.headers["x-ccbalancer-request-id"]
-    await _read_frames(resp, 5)
+    await read_until(resp, 5)
     row = f'data-request="{request_id}"'
     async with live(tmp_path, b.url, ALICE) as page:
         await page.wait_for(_cell("streams", row, ".events"), "5")

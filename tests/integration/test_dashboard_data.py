@@ -4,12 +4,10 @@ verdicts its header counts."""
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 
 from ccbalancer.mock import Script
-from tests.conftest import config_text, msg, read_events, until
+from tests.conftest import config_text, msg, read_events, read_until, until
 
 ALICE = "sk-alice-detail-00000001"
 CLIENTS = f"clients:\n  - {{name: alice, key: {ALICE}}}\n"
@@ -20,16 +18,6 @@ PIECES = ["Hello", " from", " the", " mock.", " Second", " line."]
 async def _detail(b, request_id: str, headers: dict[str, str] | None = None):
     resp = await b.session.get(b.url + f"/dashboard/request/{request_id}", headers=headers or {})
     return resp.status, await resp.read()
-
-
-async def read_until(resp, frames: int) -> None:
-    """Reads a streaming answer until ``frames`` events arrived (its end need not come)."""
-    seen = b""
-    async with asyncio.timeout(30):
-        while seen.count(b"\n\n") < frames:
-            chunk = await resp.content.readany()
-            assert chunk, seen
-            seen += chunk
 
 
 async def test_a_requests_detail_needs_the_key_shows_every_attempt_and_no_secret(
