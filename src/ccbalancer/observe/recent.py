@@ -32,6 +32,7 @@ VERDICTS = {
     "cancelled": "cancelled",
 }
 COUNTED = ("error", "refused", "cancelled", "recovered")
+_TALLY = ("requests", *COUNTED)
 
 
 def verdict(outcome: str, status: int) -> str:
@@ -81,36 +82,32 @@ def _attempt(a: Attempt) -> dict[str, Any]:
 class RecentRequests:
     def __init__(self, size: int = 300) -> None:
         self._records: deque[RequestRecord] = deque(maxlen=size)
-        self.requests = 0
-        self._counts = dict.fromkeys(COUNTED, 0)
-        # per client name (from the config, or "anonymous": a bounded set): requests first
+        # since start, per client name (from the config, or "anonymous": a bounded set):
+        # requests, then how many of them had each COUNTED verdict
         self._by_client: dict[str, dict[str, int]] = {}
 
     def add(self, record: RequestRecord) -> None:
         self._records.append(record)
-        self.requests += 1
         mine = self._by_client.get(record.client)
         if mine is None:
-            mine = self._by_client[record.client] = dict.fromkeys(("requests", *COUNTED), 0)
+            mine = self._by_client[record.client] = dict.fromkeys(_TALLY, 0)
         mine["requests"] += 1
         seen = verdict(record.outcome, record.status)
-        if seen in self._counts:
-            self._counts[seen] += 1
+        if seen in mine:
             mine[seen] += 1
 
     @property
-    def errors(self) -> int:
-        return self._counts["error"]
+    def requests(self) -> int:
+        return sum(counts["requests"] for counts in self._by_client.values())
 
     def totals(self, client: str | None = None) -> dict[str, int]:
         """Since start: requests, and how many were errors, refused, cancelled, recovered —
         of every client, or of ``client`` only."""
         if client is None:
-            requests, counts = self.requests, self._counts
+            counts = {k: sum(c[k] for c in self._by_client.values()) for k in _TALLY}
         else:
-            counts = self._by_client.get(client) or dict.fromkeys(("requests", *COUNTED), 0)
-            requests = counts["requests"]
-        return {"requests": requests, "errors": counts["error"]} | {
+            counts = self._by_client.get(client) or dict.fromkeys(_TALLY, 0)
+        return {"requests": counts["requests"], "errors": counts["error"]} | {
             k: counts[k] for k in COUNTED if k != "error"
         }
 
